@@ -1,0 +1,298 @@
+"""One validated configuration: a TOML file overlaid by BUZON_* environment variables.
+
+Every setting has its home here; the rest of the code receives the sub-model it needs.
+A bad value stops start-up with one line naming the key (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
+_HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line for ops."""
+
+
+def _check_email(value: str) -> str:
+    value = value.strip().lower()
+    if not _EMAIL.match(value):
+        raise ValueError(f"not an email address: {value!r}")
+    return value
+
+
+def _check_hostport(value: str) -> str:
+    match = _HOSTPORT.match(value)
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestConfig(_Section):
+    max_attempts: int = Field(3, ge=1, le=100)  # then the message is quarantined
+    batch_size: int = Field(50, ge=1, le=10_000)
+    poll_interval: float = Field(2.0, gt=0)  # seconds between scans for pending rows
+    stale_claim_seconds: int = Field(300, ge=10)  # a claim older than this was a crash
+    max_message_size: int = Field(50 * 1024 * 1024, ge=1024)
+
+
+class SmtpConfig(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:2525"
+    lmtp: bool = False
+    hostname: str | None = None  # announced in the greeting; the machine's name if unset
+    max_message_size: int = Field(25 * 1024 * 1024, ge=1024)
+    max_recipients: int = Field(50, ge=1)
+    max_messages_per_connection: int = Field(1000, ge=1)
+    max_errors_per_connection: int = Field(10, ge=1)
+    idle_timeout: float = Field(300.0, gt=0)
+    shutdown_grace: float = Field(20.0, ge=0)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    require_tls: bool = False
+    auth_users: dict[str, str] = Field(default_factory=dict)  # user -> password
+    auth_required: bool = False
+
+    _listen = field_validator("listen")(classmethod(lambda cls, v: _check_hostport(v)))
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SmtpConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        return self
+
+
+class ImapMailbox(_Section):
+    name: str
+    host: str
+    port: int = Field(993, gt=0, lt=65536)
+    security: Literal["tls", "starttls", "none"] = "tls"
+    user: str
+    password: str | None = None
+    password_file: Path | None = None
+    oauth2_token_command: str | None = None
+    oauth2_token_file: Path | None = None
+    folder: str = "INBOX"
+    after_ingest: Literal["seen", "move", "delete"] = "seen"
+    processed_folder: str = "Processed"
+    error_folder: str = "Errors"
+    poll_interval: float = Field(60.0, gt=0)
+    idle: bool = True
+    idle_renew_seconds: float = Field(25 * 60, gt=0, le=29 * 60)
+    batch_size: int = Field(50, ge=1, le=1000)
+    max_message_size: int = Field(25 * 1024 * 1024, ge=1024)
+    oversize_policy: Literal["skip", "error_folder"] = "error_folder"
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ImapMailbox:
+        secrets_given = [
+            self.password,
+            self.password_file,
+            self.oauth2_token_command,
+            self.oauth2_token_file,
+        ]
+        if sum(s is not None for s in secrets_given) != 1:
+            raise ValueError(
+                "set exactly one of password, password_file, oauth2_token_command, "
+                "oauth2_token_file"
+            )
+        return self
+
+
+class ImapConfig(_Section):
+    lease_seconds: int = Field(60, ge=5)
+    mailboxes: list[ImapMailbox] = Field(default_factory=list)
+
+
+class OutboundConfig(_Section):
+    relay: str | None = None  # HOST:PORT; unset → write to the local maildir
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    user: str | None = None
+    password: str | None = None
+    timeout: float = Field(30.0, gt=0)
+    maildir: Path | None = None  # default: <data_dir>/outbox-maildir
+    from_name: str = "Soporte"
+    max_attempts: int = Field(10, ge=1)
+    retry_base_seconds: float = Field(60.0, gt=0)
+    budget_per_recipient: int = Field(20, ge=1)  # automatic mails per recipient per window
+    budget_per_ticket: int = Field(30, ge=1)
+    budget_window_seconds: int = Field(3600, ge=60)
+
+    @field_validator("relay")
+    @classmethod
+    def _relay(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else _check_hostport(value)
+
+
+class HttpConfig(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8025"
+
+    _listen = field_validator("listen")(classmethod(lambda cls, v: _check_hostport(v)))
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_format: bool = Field(False, alias="json")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BUZON_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    data_dir: Path = Path("buzon-data")
+    database_url: str | None = None  # default: SQLite file under data_dir
+    support_addresses: list[str] = Field(default_factory=lambda: ["soporte@localhost"])
+    support_domains: list[str] = Field(default_factory=list)  # accept any address there
+    aliases: list[str] = Field(default_factory=list)  # more of our own addresses
+    agents: list[str] = Field(default_factory=list)  # agents' addresses
+    secret_key: str | None = None  # default: generated once into data_dir/secret.key
+    subject_tag: str = "[#{number}]"
+    tag_requires_participant: bool = True
+    honour_reply_to: bool = False
+    default_language: Literal["es", "en"] = "es"
+    instance_name: str | None = None  # distinguishes instances sharing one database
+    ingest: IngestConfig = IngestConfig()
+    smtp: SmtpConfig = SmtpConfig()
+    imap: ImapConfig = ImapConfig()
+    outbound: OutboundConfig = OutboundConfig()
+    http: HttpConfig = HttpConfig()
+    log: LogConfig = LogConfig()
+
+    @field_validator("support_addresses", "aliases", "agents")
+    @classmethod
+    def _emails(cls, values: list[str]) -> list[str]:
+        return [_check_email(v) for v in values]
+
+    @field_validator("support_domains")
+    @classmethod
+    def _domains(cls, values: list[str]) -> list[str]:
+        return [v.strip().lower().lstrip("@") for v in values]
+
+    @field_validator("support_addresses")
+    @classmethod
+    def _not_empty(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError("at least one support address is needed")
+        return values
+
+    @field_validator("subject_tag")
+    @classmethod
+    def _tag(cls, value: str) -> str:
+        if value.count("{number}") != 1:
+            raise ValueError("must contain {number} exactly once")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which arrives as init keywords.
+        return (env_settings, init_settings)
+
+    # Derived values, so that nobody recomputes them differently.
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'buzon.db').resolve()}"
+
+    @property
+    def attachments_dir(self) -> Path:
+        return self.data_dir / "attachments"
+
+    @property
+    def outbox_maildir(self) -> Path:
+        return self.outbound.maildir or self.data_dir / "outbox-maildir"
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        return frozenset(self.support_addresses) | frozenset(self.aliases)
+
+    @property
+    def primary_address(self) -> str:
+        return self.support_addresses[0]
+
+    def is_own_address(self, email: str) -> bool:
+        email = email.lower()
+        local, _, domain = email.partition("@")
+        base = local.split("+", 1)[0] + "@" + domain
+        return base in self.own_addresses or domain in self.support_domains
+
+    def secret(self) -> bytes:
+        """The key that signs our Message-IDs and reply tokens; created on first use."""
+        if self.secret_key:
+            return self.secret_key.encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+        return path.read_text().strip().encode()
+
+
+def _format_error(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown setting"
+        parts.append(f"{key}: {message}")
+    return "; ".join(parts)
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if any), overlay BUZON_* variables, validate everything."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path}: not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        where = f"config {path}" if path else "config"
+        raise ConfigError(f"{where}: {_format_error(exc)}") from None

@@ -1,0 +1,76 @@
+"""The ingest worker: claims stored messages and turns them into tickets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from tickets.ingest import AfterApply, Outcome, claim_pending, process
+from tickets.policy import MailPolicy
+
+log = logging.getLogger("buzon.ingest")
+
+
+class IngestWorker:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        policy: MailPolicy,
+        *,
+        batch_size: int = 50,
+        poll_interval: float = 2.0,
+        stale_claim_seconds: int = 300,
+        after_apply: AfterApply | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.policy = policy
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.stale_claim_seconds = stale_claim_seconds
+        self.after_apply = after_apply
+        self.wake = asyncio.Event()
+        self.outcomes: dict[str, int] = {}
+
+    def run_once(self) -> int:
+        """Claim one batch and process it; returns how many rows were handled."""
+        ids = claim_pending(
+            self.sessions, self.policy.instance, self.batch_size, self.stale_claim_seconds
+        )
+        for raw_id in ids:
+            self._count(process(self.sessions, self.policy, raw_id, self.after_apply))
+        return len(ids)
+
+    def drain(self) -> int:
+        """Process until nothing is pending (tests, backfills, shutdown)."""
+        total = 0
+        while handled := self.run_once():
+            total += handled
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until `stop` is set; `wake` cuts the idle wait short when mail arrives."""
+        outage = False
+        while not stop.is_set():
+            try:
+                handled = await asyncio.to_thread(self.run_once)
+                if outage:
+                    log.info("database reachable again; ingest resumes")
+                    outage = False
+            except OperationalError as exc:
+                if not outage:
+                    log.error("database unavailable, ingest waits: %s", str(exc).splitlines()[0])
+                    outage = True
+                handled = 0
+            if handled:
+                continue
+            self.wake.clear()
+            waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waiters, timeout=self.poll_interval, return_when="FIRST_COMPLETED")
+            for waiter in waiters:
+                waiter.cancel()
+
+    def _count(self, outcome: Outcome) -> None:
+        self.outcomes[outcome.state] = self.outcomes.get(outcome.state, 0) + 1
