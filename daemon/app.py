@@ -13,10 +13,12 @@ from functools import cached_property
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.config import Settings
+from daemon.config import Settings, SlaTargetConfig
+from tickets.calendar import BusinessCalendar
 from tickets.db import make_engine, make_session_factory, upgrade
 from tickets.ingest import AfterApply
 from tickets.policy import MailPolicy
+from tickets.sla import SlaPolicy, Target
 
 
 @dataclass
@@ -55,6 +57,35 @@ class App:
             default_language=s.default_language,
             max_attempts=s.ingest.max_attempts,
             instance=self.instance,
+        )
+
+    @cached_property
+    def sla_policy(self) -> SlaPolicy:
+        cfg = self.settings.sla
+        calendar = BusinessCalendar(
+            cfg.timezone,
+            workdays=cfg.workdays,
+            start=cfg.day_start,
+            end=cfg.day_end,
+            country=cfg.holidays_country,
+            subdivision=cfg.holidays_subdivision,
+            extra_holidays=cfg.extra_holidays,
+        )
+
+        def target(t: SlaTargetConfig) -> Target:
+            return Target(t.first_response_hours, t.resolution_hours)
+
+        return SlaPolicy(
+            calendar=calendar,
+            targets={p: target(t) for p, t in cfg.targets.items()},
+            category_targets={
+                c: {p: target(t) for p, t in by_priority.items()}
+                for c, by_priority in cfg.category_targets.items()
+            },
+            warn_share=cfg.warn_share,
+            tier2_after_hours=cfg.tier2_after_hours,
+            level1_breach_to_level2=cfg.level1_breach_to_level2,
+            level1_breach_team=cfg.level1_breach_team,
         )
 
     def prepare(self) -> None:

@@ -315,3 +315,7 @@ def run(app: App) -> None:
     from daemon.components import all_components
 
     sys.exit(asyncio.run(serve(all_components(app))))
+
+
+# The component commands live in their own modules; importing them registers them on `main`.
+from daemon import agent_cli, imap_cli, smtp_cli  # noqa: E402, F401

@@ -10,6 +10,7 @@ import os
 import re
 import secrets
 import tomllib
+from datetime import date, time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,6 +152,82 @@ class HttpConfig(_Section):
     _listen = field_validator("listen")(classmethod(lambda cls, v: _check_hostport(v)))
 
 
+class SlaTargetConfig(_Section):
+    first_response_hours: float = Field(gt=0)
+    resolution_hours: float = Field(gt=0)
+
+
+class SlaConfig(_Section):
+    """Business calendar, targets per priority (business hours) and the escalation ladder."""
+
+    timezone: str = "America/Mexico_City"
+    workdays: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])  # 0 = Monday
+    day_start: time = time(9)
+    day_end: time = time(18)
+    holidays_country: str | None = "MX"  # ISO code for the holidays library; None = none
+    holidays_subdivision: str | None = None
+    extra_holidays: list[date] = Field(default_factory=list)
+    targets: dict[str, SlaTargetConfig] = Field(
+        default_factory=lambda: {
+            "P1": SlaTargetConfig(first_response_hours=1, resolution_hours=8),
+            "P2": SlaTargetConfig(first_response_hours=4, resolution_hours=24),
+            "P3": SlaTargetConfig(first_response_hours=8, resolution_hours=45),
+            "P4": SlaTargetConfig(first_response_hours=16, resolution_hours=90),
+        }
+    )
+    category_targets: dict[str, dict[str, SlaTargetConfig]] = Field(default_factory=dict)
+    warn_share: float = Field(0.75, gt=0, lt=1)
+    tier1_addresses: list[str] = Field(default_factory=list)  # team leads
+    tier2_addresses: list[str] = Field(default_factory=list)  # managers
+    tier2_after_hours: float = Field(4.0, gt=0)
+    level1_breach_to_level2: bool = False
+    level1_breach_team: str | None = None
+    scan_interval_seconds: float = Field(60.0, gt=0)
+    outbox_interval_seconds: float = Field(15.0, gt=0)
+    auto_close_after_days: float = Field(7.0, gt=0)
+    reminder_after_days: float = Field(3.0, gt=0)
+    survey: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        import pytz
+
+        if value not in pytz.all_timezones_set:
+            raise ValueError(f"unknown time zone {value!r}")
+        return value
+
+    @field_validator("holidays_country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        import holidays
+
+        if value and value.upper() not in holidays.list_supported_countries():
+            raise ValueError(f"the holidays library does not know country {value!r}")
+        return value.upper() if value else None
+
+    @field_validator("workdays")
+    @classmethod
+    def _days(cls, value: list[int]) -> list[int]:
+        if not value or any(d not in range(7) for d in value):
+            raise ValueError("workdays are numbers 0 (Monday) to 6 (Sunday)")
+        return value
+
+    @field_validator("tier1_addresses", "tier2_addresses")
+    @classmethod
+    def _emails(cls, values: list[str]) -> list[str]:
+        return [_check_email(v) for v in values]
+
+    @model_validator(mode="after")
+    def _hours(self) -> SlaConfig:
+        if self.day_end <= self.day_start:
+            raise ValueError("day_end must be after day_start")
+        missing = {"P1", "P2", "P3", "P4"} - set(self.targets)
+        if missing:
+            raise ValueError(f"targets missing for {', '.join(sorted(missing))}")
+        return self
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = Field(False, alias="json")
@@ -182,6 +259,7 @@ class Settings(BaseSettings):
     imap: ImapConfig = ImapConfig()
     outbound: OutboundConfig = OutboundConfig()
     http: HttpConfig = HttpConfig()
+    sla: SlaConfig = SlaConfig()
     log: LogConfig = LogConfig()
 
     @field_validator("support_addresses", "aliases", "agents")

@@ -8,7 +8,9 @@ import re
 import charset_normalizer
 
 # Labels that name no real codec but mean "8-bit, charset not said"; treat them as undeclared.
-_NOT_A_CHARSET = frozenset({"unknown-8bit", "x-unknown", "unknown", "default", "8bit", "x-user-defined"})
+_NOT_A_CHARSET = frozenset(
+    {"unknown-8bit", "x-unknown", "unknown", "default", "8bit", "x-user-defined"}
+)
 
 # WHATWG: browsers (and most mail clients) decode these labels as windows-1252, because
 # senders routinely put cp1252 quotes and dashes (0x80-0x9f) into "iso-8859-1" text.
@@ -20,7 +22,6 @@ _MIN_DETECTION_BYTES = 24
 _ENCODED_WORD = re.compile(
     r"=\?(?P<charset>[^?*\s]+)(?:\*[^?\s]*)?\?(?P<enc>[QqBb])\?(?P<text>[^?\s]*)\?="
 )
-_SPACE_BETWEEN_WORDS = re.compile(r"(\?=)[ \t\r\n]+(?==\?)")
 
 
 def codec_name(label: str | None) -> str | None:
@@ -96,26 +97,45 @@ def decode_words(value: str, defects: list[str] | None = None) -> str:
     """Decode RFC 2047 encoded words, tolerating wrong and unknown charsets.
 
     The stdlib decoder re-encodes the text around encoded words with raw-unicode-escape and
-    gives up on unknown charsets; here each word goes through `decode_bytes` instead.
+    gives up on unknown charsets; here the bytes go through `decode_bytes` instead. Adjacent
+    words in one charset are joined before decoding, because senders split multi-byte
+    characters across words.
     """
     if "=?" not in value:
         return value
-    value = _SPACE_BETWEEN_WORDS.sub(r"\1", value)
     sink = defects if defects is not None else []
-    return _ENCODED_WORD.sub(lambda match: _decode_word(match, sink), value)
+    pieces: list[str] = []
+    pending: list[bytes] = []
+    charset = ""
+    position = 0
+    for match in _ENCODED_WORD.finditer(value):
+        between = value[position : match.start()]
+        same_run = pending and not between.strip() and match["charset"].lower() == charset
+        if not same_run:
+            _flush(pieces, pending, charset, sink)
+            pieces.append(between)
+        pending.append(_word_bytes(match, sink))
+        charset = match["charset"].lower()
+        position = match.end()
+    _flush(pieces, pending, charset, sink)
+    pieces.append(value[position:])
+    return "".join(pieces)
 
 
-def _decode_word(match: re.Match[str], defects: list[str]) -> str:
+def _flush(pieces: list[str], pending: list[bytes], charset: str, defects: list[str]) -> None:
+    if pending:
+        text, word_defects = decode_bytes(b"".join(pending), charset)
+        defects.extend(word_defects)
+        pieces.append(text)
+        pending.clear()
+
+
+def _word_bytes(match: re.Match[str], defects: list[str]) -> bytes:
     payload = match["text"].encode("ascii", "surrogateescape")
     try:
         if match["enc"] in "Bb":
-            payload += b"=" * (-len(payload) % 4)
-            data = codecs.decode(payload, "base64")
-        else:
-            data = codecs.decode(payload.replace(b"_", b" "), "quopri")
+            return codecs.decode(payload + b"=" * (-len(payload) % 4), "base64")
+        return codecs.decode(payload.replace(b"_", b" "), "quopri")
     except (ValueError, TypeError):
         defects.append("undecodable RFC 2047 encoded word")
-        return match.group()
-    text, word_defects = decode_bytes(data, match["charset"])
-    defects.extend(word_defects)
-    return text
+        return match.group().encode("ascii", "surrogateescape")

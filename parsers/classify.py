@@ -36,7 +36,8 @@ _DSN_BODY = re.compile(
     r"could not be delivered|couldn't be delivered|could not deliver|undeliverable|"
     r"delivery (?:has )?failed|failed recipient|permanent (?:fatal )?error|user unknown|"
     r"unknown user|no such user|mailbox (?:unavailable|full|not found|is full)|"
-    r"recipient address rejected|was not delivered|no (?:se )?(?:ha )?(?:podido|pudo) (?:ser )?entregar|"
+    r"recipient address rejected|was not delivered|"
+    r"no (?:se )?(?:ha )?(?:podido|pudo) (?:ser )?entregar|"
     r"n'a pas pu [eê]tre d[ée]livr[ée]",
     re.IGNORECASE,
 )

@@ -29,7 +29,8 @@ def content_digest(
         normalise_text(text),
         *(hashlib.sha256(attachment.payload).hexdigest() for attachment in attachments),
     ]
-    return hashlib.sha256(_SEPARATOR.join(f.encode("utf-8", "surrogatepass") for f in fields)).hexdigest()
+    joined = _SEPARATOR.join(field.encode("utf-8", "surrogatepass") for field in fields)
+    return hashlib.sha256(joined).hexdigest()
 
 
 def normalise_text(text: str) -> str:

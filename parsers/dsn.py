@@ -14,7 +14,9 @@ from parsers.mime import part_bytes
 _STATUS = re.compile(r"\b([245]\.\d{1,3}\.\d{1,3})\b")
 _FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
 # Non-standard bounces quote the original headers in their text; the first Message-ID wins.
-_QUOTED_MESSAGE_ID = re.compile(r"^[ \t>|]*Message-ID[ \t]*:[ \t]*(.+)$", re.IGNORECASE | re.MULTILINE)
+_QUOTED_MESSAGE_ID = re.compile(
+    r"^[ \t>|]*Message-ID[ \t]*:[ \t]*(.+)$", re.IGNORECASE | re.MULTILINE
+)
 _ORIGINAL_HEADER_TYPES = frozenset({"text/rfc822-headers", "message/rfc822-headers"})
 _ORIGINAL_MESSAGE_TYPES = frozenset({"message/rfc822", "message/global"})
 

@@ -32,7 +32,12 @@ def walk(msg: Message) -> MimeContent:
 
 
 def _visit(part: Message, content: MimeContent, depth: int) -> None:
+    _visit_part(part, content, depth)
+    # Read after the payload was decoded: decoding is what finds bad base64.
     content.defects.extend(type(defect).__name__ for defect in part.defects)
+
+
+def _visit_part(part: Message, content: MimeContent, depth: int) -> None:
     if depth > MAX_DEPTH:
         content.defects.append("MIME nesting too deep; rest ignored")
         return

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from email.errors import MissingHeaderBodySeparatorDefect
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
@@ -29,6 +31,8 @@ from parsers.reply import strip_reply
 # compat32 on purpose: the modern policy parses header values lazily and raises on malformed
 # ones when they are read; here every header is decoded by parsers.headers, defensively.
 _PARSER = BytesParser(policy=compat32)
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 
 
 def parse(raw: bytes) -> ParsedMessage:
@@ -57,13 +61,13 @@ def _as_bytes(raw: object, defects: list[str]) -> bytes:
 def _parse(raw: bytes, defects: list[str]) -> ParsedMessage:
     if not raw.strip():
         defects.append("empty input")
-    msg = _PARSER.parsebytes(raw)
+    msg = _read_message(raw, defects)
     content = walk(msg)
     defects.extend(content.defects)
     subject = decode_subject(msg, defects)
     from_addrs = addresses(msg, "from", defects)
     from_addr = from_addrs[0] if from_addrs else None
-    text, html = _body(content)
+    text, html = _body(content, defects)
     kind, kind_reason = classify(msg, subject, text)
     bounce = kind is MailKind.BOUNCE
     date_header = first_value(msg, "date")
@@ -93,10 +97,45 @@ def _parse(raw: bytes, defects: list[str]) -> ParsedMessage:
     )
 
 
-def _body(content: MimeContent) -> tuple[str, str | None]:
+def _read_message(raw: bytes, defects: list[str]) -> Message:
+    msg = _PARSER.parsebytes(raw)
+    if not any(isinstance(d, MissingHeaderBodySeparatorDefect) for d in msg.defects):
+        return msg
+    # One junk line inside the header block makes the stdlib treat every later header as
+    # body text; dropping such lines keeps Subject, Date and MIME structure readable.
+    repaired = _drop_junk_header_lines(raw)
+    if repaired is None:
+        return msg
+    defects.append("malformed header line dropped")
+    return _PARSER.parsebytes(repaired)
+
+
+def _drop_junk_header_lines(raw: bytes) -> bytes | None:
+    head, separator, body = _split_header_block(raw)
+    lines = head.splitlines(keepends=True)
+    kept = [line for index, line in enumerate(lines) if _is_header_line(line, first=index == 0)]
+    if len(kept) == len(lines) or not any(_HEADER_LINE.match(line) for line in kept[1:]):
+        return None
+    return b"".join(kept) + separator + body
+
+
+def _is_header_line(line: bytes, *, first: bool) -> bool:
+    folded = line[:1] in (b" ", b"\t")
+    unix_from = first and line.startswith(b"From ")  # mbox separator, which the parser skips
+    return bool(_HEADER_LINE.match(line)) or folded or unix_from
+
+
+def _split_header_block(raw: bytes) -> tuple[bytes, bytes, bytes]:
+    match = _BLANK_LINE.search(raw)
+    if match is None:
+        return raw, b"", b""
+    return raw[: match.start()], raw[match.start() : match.end()], raw[match.end() :]
+
+
+def _body(content: MimeContent, defects: list[str]) -> tuple[str, str | None]:
     html = "\n".join(content.html) if content.html else None
     plain = "\n\n".join(part.strip("\r\n") for part in content.plain if part.strip())
-    text = plain or (html_to_text(html) if html else "")
+    text = plain or (html_to_text(html, defects) if html else "")
     return text.replace("\r\n", "\n").replace("\r", "\n"), html
 
 
@@ -106,7 +145,10 @@ def _ids(msg: Message, name: str) -> tuple[str, ...]:
 
 
 def _delivered_to(msg: Message, defects: list[str]) -> tuple[str, ...]:
-    emails = plain_emails(msg, "delivered-to", defects) + plain_emails(msg, "x-original-to", defects)
+    emails = [
+        *plain_emails(msg, "delivered-to", defects),
+        *plain_emails(msg, "x-original-to", defects),
+    ]
     return tuple(dict.fromkeys(emails))
 
 

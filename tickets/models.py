@@ -121,6 +121,8 @@ class Ticket(Base):
     # SLA clocks: due times are stored so that a scan is an index range query.
     first_response_due_at: Mapped[datetime | None] = mapped_column(index=True)
     resolution_due_at: Mapped[datetime | None] = mapped_column(index=True)
+    first_response_warn_at: Mapped[datetime | None]
+    resolution_warn_at: Mapped[datetime | None]
     sla_next_check_at: Mapped[datetime | None] = mapped_column(index=True)
     sla_paused_at: Mapped[datetime | None]
     sla_paused_seconds: Mapped[int] = mapped_column(Integer, default=0)

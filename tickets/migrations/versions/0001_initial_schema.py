@@ -99,6 +99,8 @@ def upgrade() -> None:
         sa.Column("closed_at", tickets.models.UTCDateTime(), nullable=True),
         sa.Column("first_response_due_at", tickets.models.UTCDateTime(), nullable=True),
         sa.Column("resolution_due_at", tickets.models.UTCDateTime(), nullable=True),
+        sa.Column("first_response_warn_at", tickets.models.UTCDateTime(), nullable=True),
+        sa.Column("resolution_warn_at", tickets.models.UTCDateTime(), nullable=True),
         sa.Column("sla_next_check_at", tickets.models.UTCDateTime(), nullable=True),
         sa.Column("sla_paused_at", tickets.models.UTCDateTime(), nullable=True),
         sa.Column("sla_paused_seconds", sa.Integer(), nullable=False),
