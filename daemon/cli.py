@@ -9,6 +9,7 @@ import mailbox
 import sys
 from collections import Counter
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +23,7 @@ from daemon.service import serve
 from tickets import queries
 from tickets.errors import TicketError
 from tickets.ingest import StoreUnavailable, accept, process, reset_for_reprocess
+from tickets.models import utcnow
 
 EX_DATAERR = 65
 EX_SOFTWARE = 70
@@ -79,6 +81,27 @@ def _emit(data: Any, as_json: bool, human: Callable[[Any], None]) -> None:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
     else:
         human(data)
+
+
+class Duration(click.ParamType):
+    """'90m', '2h', '1d' or plain seconds."""
+
+    name = "duration"
+    _units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip().lower()
+        unit = self._units.get(text[-1:], None)
+        try:
+            amount = float(text[:-1] if unit else text)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration like 30m, 2h or 1d", param, ctx)
+        return timedelta(seconds=amount * (unit or 1))
+
+
+DURATION = Duration()
 
 
 @click.group()
@@ -185,6 +208,8 @@ def tickets_group() -> None:
 @click.option("--status", help="Only this status (new, in_progress, ...).")
 @click.option("--level", type=click.IntRange(1, 2))
 @click.option("--requester", help="Requester's address.")
+@click.option("--breached", is_flag=True, help="Only tickets past an SLA due time.")
+@click.option("--due-within", type=DURATION, help="Only tickets due within e.g. 2h, 30m, 1d.")
 @click.option("--limit", default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @with_app
@@ -193,13 +218,23 @@ def tickets_list(
     status: str | None,
     level: int | None,
     requester: str | None,
+    breached: bool,
+    due_within: timedelta | None,
     limit: int,
     as_json: bool,
 ) -> None:
-    """Tickets, newest first."""
+    """Tickets, newest first (by due time with --breached / --due-within)."""
+    due_before = None
+    if breached or due_within is not None:
+        due_before = utcnow() + (due_within or timedelta(0))
     with app.sessions() as session:
         rows = queries.list_tickets(
-            session, status=status, level=level, requester=requester, limit=limit
+            session,
+            status=status,
+            level=level,
+            requester=requester,
+            due_before=due_before,
+            limit=limit,
         )
 
     def human(items: list[dict[str, Any]]) -> None:
@@ -318,4 +353,4 @@ def run(app: App) -> None:
 
 
 # The component commands live in their own modules; importing them registers them on `main`.
-from daemon import agent_cli, imap_cli, smtp_cli  # noqa: E402, F401
+from daemon import agent_cli, imap_cli, sla_cli, smtp_cli  # noqa: E402, F401

@@ -12,6 +12,8 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 
+from daemon import sdnotify
+
 log = logging.getLogger("buzon.service")
 
 Component = Callable[[asyncio.Event], Awaitable[None]]
@@ -23,8 +25,10 @@ async def serve(components: dict[str, Component], stop: asyncio.Event | None = N
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, stop, sig)
+    components = {**components, "watchdog": sdnotify.watchdog}
     tasks = {asyncio.create_task(run(stop), name=name): name for name, run in components.items()}
     log.info("started components=%s", ",".join(components))
+    sdnotify.notify("READY=1")
     failed = False
     pending = set(tasks)
     while pending:
@@ -38,6 +42,8 @@ async def serve(components: dict[str, Component], stop: asyncio.Event | None = N
                 exc = task.exception()
                 log.error("component=%s crashed: %s: %s", tasks[task], type(exc).__name__, exc)
                 failed = True
+            if not stop.is_set():
+                sdnotify.notify("STOPPING=1")
             stop.set()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
@@ -48,4 +54,5 @@ async def serve(components: dict[str, Component], stop: asyncio.Event | None = N
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
     if not stop.is_set():
         log.info("received %s; finishing work in hand", sig.name)
+        sdnotify.notify("STOPPING=1")
     stop.set()

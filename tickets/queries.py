@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -37,9 +38,21 @@ def list_tickets(
     status: str | None = None,
     level: int | None = None,
     requester: str | None = None,
+    due_before: datetime | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
+    """Tickets, newest first; `due_before` keeps those with an SLA due time before it
+    (now for breached tickets, now + a window for those due soon)."""
     query = select(Ticket).order_by(Ticket.id.desc()).limit(limit)
+    if due_before is not None:
+        query = (
+            query.where(
+                (Ticket.first_response_due_at <= due_before)
+                | (Ticket.resolution_due_at <= due_before)
+            )
+            .order_by(None)
+            .order_by(Ticket.resolution_due_at)
+        )
     if status:
         query = query.where(Ticket.status == status)
     if level:

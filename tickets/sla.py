@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -303,13 +303,3 @@ def scan(session: Session, policy: SlaPolicy, now: datetime, limit: int = 500) -
         if ticket is not None:
             changes += check_ticket(session, ticket, policy, now)
     return changes
-
-
-def breached_since(now: datetime) -> object:
-    """Filter for tickets past a due time now (for `tickets list --breached`)."""
-    return (Ticket.first_response_due_at <= now) | (Ticket.resolution_due_at <= now)
-
-
-def due_within(now: datetime, window: timedelta) -> object:
-    limit = now + window
-    return (Ticket.first_response_due_at <= limit) | (Ticket.resolution_due_at <= limit)
