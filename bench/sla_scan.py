@@ -35,10 +35,18 @@ def fill(sessions, total: int) -> None:  # type: ignore[no-untyped-def]
     created = NOW - timedelta(hours=1)
     future = NOW + timedelta(days=30)
     row = {
-        "subject": "bench", "status": "in_progress", "level": 2, "priority": "P3",
-        "category": "general", "requester": "c@clinica.example", "language": "es",
-        "created_at": created, "updated_at": created, "sla_paused_seconds": 0,
-        "first_response_due_at": future, "resolution_due_at": future,
+        "subject": "bench",
+        "status": "in_progress",
+        "level": 2,
+        "priority": "P3",
+        "category": "general",
+        "requester": "c@clinica.example",
+        "language": "es",
+        "created_at": created,
+        "updated_at": created,
+        "sla_paused_seconds": 0,
+        "first_response_due_at": future,
+        "resolution_due_at": future,
         "sla_next_check_at": future,
     }
     batch = 20_000
@@ -51,8 +59,11 @@ def make_due(sessions, policy: SlaPolicy, count: int) -> None:  # type: ignore[n
     """Turn `count` tickets into really due ones (created a week ago, clocks refreshed)."""
     with sessions.begin() as session:
         ids = list(session.scalars(select(Ticket.id).order_by(Ticket.id.desc()).limit(count)))
-        session.execute(update(Ticket).where(Ticket.id.in_(ids)).values(
-            created_at=NOW - timedelta(days=7), sla_next_check_at=None))
+        session.execute(
+            update(Ticket)
+            .where(Ticket.id.in_(ids))
+            .values(created_at=NOW - timedelta(days=7), sla_next_check_at=None)
+        )
         for ticket in session.scalars(select(Ticket).where(Ticket.id.in_(ids))):
             refresh(ticket, policy, NOW - timedelta(days=7))
 
@@ -76,7 +87,8 @@ def timed_walk(sessions) -> float:  # type: ignore[no-untyped-def]
         due = 0
         for first, resolution in session.execute(
             select(Ticket.first_response_due_at, Ticket.resolution_due_at).where(
-                Ticket.status.in_(["new", "in_progress"]))
+                Ticket.status.in_(["new", "in_progress"])
+            )
         ):
             if (first and first <= NOW) or (resolution and resolution <= NOW):
                 due += 1
@@ -103,15 +115,18 @@ def main() -> None:
     policy = POLICY
     started = time.perf_counter()
     fill(sessions, args.tickets)
-    print(f"filled {args.tickets:,} open tickets in {time.perf_counter() - started:.1f} s "
-          f"({args.db})")
+    print(
+        f"filled {args.tickets:,} open tickets in {time.perf_counter() - started:.1f} s ({args.db})"
+    )
     walk = timed_walk(sessions)
     print(f"baseline: walking every open ticket: {walk:.3f} s")
     for due in (100, 10_000):
         make_due(sessions, policy, due)
         seconds, changes = timed_scan(sessions)
-        print(f"scan with {due:>6,} due tickets: {seconds:.3f} s  ({changes} SLA changes; "
-              f"{seconds / walk:.2f}x the walk; {seconds / due * 1000:.2f} ms per due ticket)")
+        print(
+            f"scan with {due:>6,} due tickets: {seconds:.3f} s  ({changes} SLA changes; "
+            f"{seconds / walk:.2f}x the walk; {seconds / due * 1000:.2f} ms per due ticket)"
+        )
         empty, _ = timed_scan(sessions)
         print(f"  next scan, nothing due:           {empty:.4f} s")
     if args.db == "postgresql":

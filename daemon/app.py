@@ -10,15 +10,26 @@ import socket
 from dataclasses import dataclass
 from functools import cached_property
 
+from jinja2 import TemplateError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.config import Settings, SlaTargetConfig
+from daemon.config import ConfigError, Settings, SlaTargetConfig, split_hostport
+from notifier.compose import Mailbox
+from notifier.delivery import DeliveryPolicy
+from notifier.notify import Notifier, NotifySettings
+from notifier.recipients import Budget
+from notifier.render import Renderer
+from notifier.transports import MaildirTransport, SmtpTransport, Transport
+from tickets.actions import Catalogue
 from tickets.calendar import BusinessCalendar
+from tickets.changes import Change
 from tickets.db import make_engine, make_session_factory, upgrade
 from tickets.ingest import AfterApply
+from tickets.models import Ticket, utcnow
 from tickets.policy import MailPolicy
-from tickets.sla import SlaPolicy, Target
+from tickets.priority import PriorityMatrix
+from tickets.sla import SlaPolicy, Target, fired_keys, refresh
 
 
 @dataclass
@@ -27,8 +38,77 @@ class App:
 
     @property
     def after_apply(self) -> AfterApply | None:
-        """What runs inside the ingest transaction once a mail changed a ticket."""
-        return None
+        """What runs inside the transaction of any ticket change (ingest or an agent's
+        command): the SLA clocks follow the change, then the notifier writes the outbox
+        rows, so that mail exists exactly when the change does."""
+        return self._after_apply
+
+    def _after_apply(self, session: Session, changes: list[Change]) -> None:
+        self.refresh_sla(session, changes)
+        self.notifier(session, changes)
+
+    def refresh_sla(self, session: Session, changes: list[Change]) -> None:
+        now = utcnow()
+        for ticket_id in dict.fromkeys(c.ticket_id for c in changes):
+            ticket = session.get(Ticket, ticket_id)
+            if ticket is not None:
+                refresh(ticket, self.sla_policy, now, fired_keys(session, ticket_id))
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        s = self.settings
+        out = s.outbound
+        return Notifier(
+            NotifySettings(
+                sender=Mailbox(s.primary_address, out.from_name),
+                secret=s.secret(),
+                subject_tag=s.subject_tag,
+                budget=Budget(
+                    out.budget_per_recipient, out.budget_per_ticket, out.budget_window_seconds
+                ),
+                is_own=s.is_own_address,
+                is_agent=lambda email: email.lower() in s.agents,
+                attachments_dir=s.attachments_dir,
+            ),
+            Renderer(out.templates_dir),
+        )
+
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        cfg = self.settings.tickets
+        return Catalogue(
+            categories=tuple(cfg.categories),
+            teams=tuple(cfg.teams),
+            matrix=PriorityMatrix(cfg.priority_matrix),
+        )
+
+    def transport(self) -> Transport:
+        """The configured relay, or the local Maildir when there is none."""
+        out = self.settings.outbound
+        if out.relay is None:
+            return MaildirTransport(self.settings.outbox_maildir)
+        host, port = split_hostport(out.relay)
+        return SmtpTransport(
+            host,
+            port,
+            security=out.security,
+            user=out.user,
+            password=out.password,
+            timeout=out.timeout,
+            ca_file=out.ca_file,
+        )
+
+    @cached_property
+    def delivery_policy(self) -> DeliveryPolicy:
+        out = self.settings.outbound
+        return DeliveryPolicy(
+            instance=self.instance,
+            batch_size=out.batch_size,
+            claim_seconds=out.claim_seconds,
+            max_attempts=out.max_attempts,
+            retry_base_seconds=out.retry_base_seconds,
+            retry_max_seconds=out.retry_max_seconds,
+        )
 
     @cached_property
     def engine(self) -> Engine:
@@ -89,6 +169,12 @@ class App:
         )
 
     def prepare(self) -> None:
-        """Create the data directory and bring the schema up to date."""
+        """Create the data directory, bring the schema up to date, compile the templates
+        (a broken override stops start-up rather than the first notification)."""
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         upgrade(self.engine)
+        try:
+            self.notifier.renderer.check()
+        except TemplateError as exc:
+            where = getattr(exc, "filename", None) or getattr(exc, "name", None) or "?"
+            raise ConfigError(f"outbound.templates_dir: template {where}: {exc}") from None

@@ -23,6 +23,7 @@ from daemon.service import serve
 from tickets import queries
 from tickets.errors import TicketError
 from tickets.ingest import StoreUnavailable, accept, process, reset_for_reprocess
+from tickets.lifecycle import time_spent
 from tickets.models import utcnow
 
 EX_DATAERR = 65
@@ -51,6 +52,8 @@ def _load_app(config: str | None, *, prepare: bool = True) -> App:
         except (SQLAlchemyError, OSError) as exc:
             cause = getattr(exc, "orig", None) or exc
             _fail(f"database unavailable: {str(cause).splitlines()[0]}", EX_TEMPFAIL)
+        except ConfigError as exc:  # e.g. a broken template override
+            _fail(str(exc), EX_CONFIG)
     return app
 
 
@@ -257,6 +260,11 @@ def tickets_show(app: App, number: int, as_json: bool) -> None:
     """One ticket: thread, participants, attachments and history."""
     with app.sessions() as session:
         data = queries.ticket_detail(session, number)
+    spent = time_spent(
+        data["created_at"], [(e["at"], e["field"], e["new"]) for e in data["events"]], utcnow()
+    )
+    data["time_by_level"] = {str(k): round(v) for k, v in sorted(spent.by_level.items())}
+    data["time_by_team"] = {k or "-": round(v) for k, v in sorted(spent.by_team.items())}
     _emit(data, as_json, _print_ticket)
 
 
@@ -284,7 +292,16 @@ def _print_ticket(t: dict[str, Any]) -> None:
     click.echo("history:")
     for e in t["events"]:
         change = f" {e['field']}: {e['old'] or '-'} → {e['new'] or '-'}" if e["field"] else ""
-        click.echo(f"  {e['at']} {e['kind']}{change} by {e['actor']}")
+        why = "; ".join(f"{k} {e['data'][k]}" for k in ("type", "reason", "note") if k in e["data"])
+        why = f" ({why})" if why else ""
+        click.echo(f"  {e['at']} {e['kind']}{change} by {e['actor']}{why}")
+    spent = [f"level {k} {_hm(v)}" for k, v in t["time_by_level"].items()]
+    spent += [f"team {k} {_hm(v)}" for k, v in t["time_by_team"].items()]
+    click.echo("time open (h:mm): " + "  ".join(spent))
+
+
+def _hm(seconds: float) -> str:
+    return f"{int(seconds) // 3600}:{int(seconds) % 3600 // 60:02d}"
 
 
 # --- inbound ------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tickets.priority import validate_matrix
+
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$")
 
@@ -72,6 +74,9 @@ class SmtpConfig(_Section):
     require_tls: bool = False
     auth_users: dict[str, str] = Field(default_factory=dict)  # user -> password
     auth_required: bool = False
+    # How long one accept may wait for a locked or slow store before answering 451
+    # (SQLite busy timeout, PostgreSQL lock/statement timeout of the intake's connections).
+    store_timeout: float = Field(30.0, gt=0, le=600)
 
     _listen = field_validator("listen")(classmethod(lambda cls, v: _check_hostport(v)))
 
@@ -79,6 +84,11 @@ class SmtpConfig(_Section):
     def _tls_pair(self) -> SmtpConfig:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
+        # AUTH is only offered inside TLS, so users without a certificate could never log in.
+        if (self.auth_users or self.require_tls) and self.tls_cert is None:
+            raise ValueError("auth_users and require_tls need tls_cert and tls_key")
+        if self.auth_required and not self.auth_users:
+            raise ValueError("auth_required needs auth_users")
         return self
 
 
@@ -103,6 +113,26 @@ class ImapMailbox(_Section):
     max_message_size: int = Field(25 * 1024 * 1024, ge=1024)
     oversize_policy: Literal["skip", "error_folder"] = "error_folder"
     ca_file: Path | None = None
+    # Bodies fetched at once stay under this many bytes: the poller's memory bound.
+    fetch_batch_bytes: int = Field(32 * 1024 * 1024, ge=64 * 1024)
+    timeout: float = Field(60.0, gt=0)  # socket connect/read timeout, seconds
+    # How long a token from oauth2_token_command is reused when it states no expires_in.
+    oauth2_token_lifetime: int = Field(3000, ge=60)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", value):
+            raise ValueError("use letters, digits, '.', '_' or '-' (it names files and leases)")
+        return value
+
+    @model_validator(mode="after")
+    def _folders(self) -> ImapMailbox:
+        if self.after_ingest == "move" and not self.processed_folder:
+            raise ValueError("after_ingest = 'move' needs processed_folder")
+        if self.processed_folder == self.folder or self.error_folder == self.folder:
+            raise ValueError("processed_folder and error_folder must differ from folder")
+        return self
 
     @model_validator(mode="after")
     def _one_secret(self) -> ImapMailbox:
@@ -121,8 +151,18 @@ class ImapMailbox(_Section):
 
 
 class ImapConfig(_Section):
-    lease_seconds: int = Field(60, ge=5)
+    lease_seconds: int = Field(60, ge=2)  # a dead poller's mailbox is free after this
+    reconnect_min_seconds: float = Field(1.0, gt=0)  # backoff after an outage starts here
+    reconnect_max_seconds: float = Field(300.0, gt=0)  # ... and doubles up to this
     mailboxes: list[ImapMailbox] = Field(default_factory=list)
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _unique_names(cls, values: list[ImapMailbox]) -> list[ImapMailbox]:
+        names = [m.name for m in values]
+        if len(set(names)) != len(names):
+            raise ValueError("mailbox names must be unique")
+        return values
 
 
 class OutboundConfig(_Section):
@@ -138,11 +178,66 @@ class OutboundConfig(_Section):
     budget_per_recipient: int = Field(20, ge=1)  # automatic mails per recipient per window
     budget_per_ticket: int = Field(30, ge=1)
     budget_window_seconds: int = Field(3600, ge=60)
+    retry_max_seconds: float = Field(6 * 3600, gt=0)  # the backoff doubles up to this
+    ca_file: Path | None = None  # trust for a relay with a private certificate
+    templates_dir: Path | None = None  # <dir>/<es|en>/<name> overrides the built-in templates
+    batch_size: int = Field(50, ge=1, le=1000)  # mails claimed per delivery pass
+    # A claimed mail is another job's after this long: well above timeout, so that a
+    # slow send is never taken over (and doubled) by a second job.
+    claim_seconds: int = Field(600, ge=30)
 
     @field_validator("relay")
     @classmethod
     def _relay(cls, value: str | None) -> str | None:
         return None if value in (None, "") else _check_hostport(value)
+
+    @model_validator(mode="after")
+    def _auth_pair(self) -> OutboundConfig:
+        if (self.user is None) != (self.password is None):
+            raise ValueError("user and password must be set together")
+        if self.claim_seconds <= self.timeout * 4:
+            raise ValueError("claim_seconds must exceed four times timeout")
+        return self
+
+
+class TicketsConfig(_Section):
+    """The names agents choose from: categories (= escalation types), teams, priority."""
+
+    # Seed 001's escalation types; also the ticket categories.
+    categories: list[str] = Field(
+        default_factory=lambda: [
+            "urgent_emergency",
+            "complaint",
+            "appointment",
+            "purchases_services",
+            "general",
+            "billing",
+        ]
+    )
+    teams: list[str] = Field(default_factory=list)  # empty: any team name is accepted
+    # priority_matrix[impact][urgency] = P1…P4 (seed 003); default: the usual ITIL grid.
+    priority_matrix: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {
+            "high": {"high": "P1", "medium": "P2", "low": "P3"},
+            "medium": {"high": "P2", "medium": "P3", "low": "P4"},
+            "low": {"high": "P3", "medium": "P4", "low": "P4"},
+        }
+    )
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, values: list[str]) -> list[str]:
+        names = [v.strip().lower() for v in values]
+        if not names or any(not re.match(r"^[a-z0-9_]{1,64}$", n) for n in names):
+            raise ValueError("categories are names of letters, digits and '_' (at least one)")
+        return names
+
+    @field_validator("priority_matrix")
+    @classmethod
+    def _matrix(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        value = {i.lower(): {u.lower(): p.upper() for u, p in r.items()} for i, r in value.items()}
+        validate_matrix(value)
+        return value
 
 
 class HttpConfig(_Section):
@@ -258,6 +353,7 @@ class Settings(BaseSettings):
     smtp: SmtpConfig = SmtpConfig()
     imap: ImapConfig = ImapConfig()
     outbound: OutboundConfig = OutboundConfig()
+    tickets: TicketsConfig = TicketsConfig()
     http: HttpConfig = HttpConfig()
     sla: SlaConfig = SlaConfig()
     log: LogConfig = LogConfig()

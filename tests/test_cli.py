@@ -16,13 +16,19 @@ from tests.mailbuilder import mail
 BUZON = [sys.executable, "-m", "daemon"]
 
 
-def run(args: list[str], cwd: Path, stdin: bytes | None = None, **env: str
-        ) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], cwd: Path, stdin: bytes | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("BUZON_")}
     environment.update(env)
     return subprocess.run(
-        [*BUZON, *args], cwd=cwd, input=stdin.decode() if stdin else None,
-        capture_output=True, text=True, timeout=60, env=environment,
+        [*BUZON, *args],
+        cwd=cwd,
+        input=stdin.decode() if stdin else None,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
     )
 
 
@@ -32,8 +38,9 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def test_pipe_ingest_then_list_shows_the_ticket_on_the_embedded_default(workdir: Path) -> None:
-    raw = mail("Ana <ana@clinica.example>", "No carga la agenda", "Hola, no carga.",
-               to="soporte@localhost")
+    raw = mail(
+        "Ana <ana@clinica.example>", "No carga la agenda", "Hola, no carga.", to="soporte@localhost"
+    )
     result = run(["ingest"], workdir, stdin=raw)
     assert result.returncode == 0, result.stderr
     assert "processed ticket #1" in result.stdout
@@ -51,8 +58,12 @@ def test_pipe_ingest_then_list_shows_the_ticket_on_the_embedded_default(workdir:
 
 def test_unstorable_mail_exits_75_so_the_mta_retries(workdir: Path) -> None:
     (workdir / "blocked").write_text("a file where the database directory should be")
-    result = run(["ingest"], workdir, stdin=b"Subject: x\r\n\r\nhola\r\n",
-                 BUZON_DATABASE_URL=f"sqlite:///{workdir / 'blocked' / 'buzon.db'}")
+    result = run(
+        ["ingest"],
+        workdir,
+        stdin=b"Subject: x\r\n\r\nhola\r\n",
+        BUZON_DATABASE_URL=f"sqlite:///{workdir / 'blocked' / 'buzon.db'}",
+    )
     assert result.returncode == 75
     assert result.stderr.count("\n") == 1 and "buzon:" in result.stderr
 
@@ -77,8 +88,14 @@ def test_backfill_maildir_and_mbox_report_a_summary(workdir: Path) -> None:
     box = mailbox.Maildir(workdir / "md")
     for i in range(3):
         box.add(mail(f"c{i}@clinica.example", f"Consulta {i}", "hola"))
-    box.add(mail("c9@clinica.example", "Out of office", "fuera",
-                 headers={"Auto-Submitted": "auto-replied"}))
+    box.add(
+        mail(
+            "c9@clinica.example",
+            "Out of office",
+            "fuera",
+            headers={"Auto-Submitted": "auto-replied"},
+        )
+    )
     result = run(["ingest", "--maildir", str(workdir / "md")], workdir)
     assert result.returncode == 0, result.stderr
     assert "4 messages: 1 ignored, 3 processed" in result.stdout
@@ -95,8 +112,12 @@ def test_failed_messages_are_listed_and_reprocessed(workdir: Path) -> None:
     data = workdir / "buzon-data"
     data.mkdir()
     (data / "attachments").write_text("blocks attachment storage")
-    raw = mail("a@clinica.example", "Con adjunto", "ver",
-               attachments=[("a.pdf", "application/pdf", b"%PDF-1.4")])
+    raw = mail(
+        "a@clinica.example",
+        "Con adjunto",
+        "ver",
+        attachments=[("a.pdf", "application/pdf", b"%PDF-1.4")],
+    )
     assert "failed" in run(["ingest"], workdir, stdin=raw).stdout
     failed = json.loads(run(["inbound", "list", "--state", "failed", "--json"], workdir).stdout)
     assert len(failed) == 1 and failed[0]["reason"]

@@ -17,9 +17,11 @@ MX = "America/Mexico_City"  # UTC-6, no daylight saving since 2022
 
 
 def local(y: int, m: int, d: int, h: int, mi: int = 0) -> datetime:
-    return datetime(y, m, d, h + 6, mi, tzinfo=UTC) if h + 6 < 24 else datetime(
-        y, m, d, h + 6 - 24, mi, tzinfo=UTC
-    ) + timedelta(days=1)
+    return (
+        datetime(y, m, d, h + 6, mi, tzinfo=UTC)
+        if h + 6 < 24
+        else datetime(y, m, d, h + 6 - 24, mi, tzinfo=UTC) + timedelta(days=1)
+    )
 
 
 @pytest.fixture
@@ -29,9 +31,17 @@ def policy() -> SlaPolicy:
 
 
 def make_ticket(created: datetime, priority: str = "P3", level: int = 1) -> Ticket:
-    return Ticket(subject="t", requester="ana@clinica.example", status="new", priority=priority,
-                  level=level, created_at=created, updated_at=created, sla_paused_seconds=0,
-                  category="general")
+    return Ticket(
+        subject="t",
+        requester="ana@clinica.example",
+        status="new",
+        priority=priority,
+        level=level,
+        created_at=created,
+        updated_at=created,
+        sla_paused_seconds=0,
+        category="general",
+    )
 
 
 def test_first_response_target_runs_over_the_weekend(policy: SlaPolicy) -> None:
@@ -115,15 +125,17 @@ def test_breach_escalates_a_level_two_ticket_once_then_the_next_tier_once(
     later = _scan(app, policy, local(2025, 3, 20, 12))
     assert not [c for c in later if isinstance(c, SlaEscalated)]
     with app.sessions() as session:
-        tiers = session.scalar(select(func.count()).select_from(Event).where(
-            Event.ticket_id == number, Event.once_key.like("sla:tier:%")))
+        tiers = session.scalar(
+            select(func.count())
+            .select_from(Event)
+            .where(Event.ticket_id == number, Event.once_key.like("sla:tier:%"))
+        )
     assert tiers == 2
 
 
 def test_level_one_breach_notifies_and_moves_to_level_two_when_configured(app: App) -> None:
     calendar = BusinessCalendar(MX)
-    policy = SlaPolicy(calendar=calendar, level1_breach_to_level2=True,
-                       level1_breach_team="salud")
+    policy = SlaPolicy(calendar=calendar, level1_breach_to_level2=True, level1_breach_team="salud")
     number = _stored(app, make_ticket(local(2025, 3, 3, 9), "P1"), policy)
     changes = _scan(app, policy, local(2025, 3, 3, 10, 1))
     assert "SlaBreached" in [type(c).__name__ for c in changes]
@@ -133,8 +145,9 @@ def test_level_one_breach_notifies_and_moves_to_level_two_when_configured(app: A
 
 
 def test_two_schedulers_racing_escalate_once(app: App, policy: SlaPolicy) -> None:
-    numbers = [_stored(app, make_ticket(local(2025, 3, 3, 9), "P3", level=2), policy)
-               for _ in range(20)]
+    numbers = [
+        _stored(app, make_ticket(local(2025, 3, 3, 9), "P3", level=2), policy) for _ in range(20)
+    ]
     now = local(2025, 3, 5, 12)
     results: list[list[object]] = []
     errors: list[BaseException] = []

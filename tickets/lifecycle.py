@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy.orm import Session
@@ -49,7 +52,8 @@ def check_transition(old: str, new: str) -> Status:
 
 
 def record(session: Session, ticket: Ticket, kind: str, actor: str, **fields: object) -> Event:
-    """Write one history event on the ticket."""
+    """Write one history event on the ticket (`at=` dates it; default: now)."""
+    at = fields.pop("at", None)
     event = Event(
         ticket=ticket,
         kind=kind,
@@ -60,6 +64,8 @@ def record(session: Session, ticket: Ticket, kind: str, actor: str, **fields: ob
         once_key=fields.pop("once_key", None),  # type: ignore[arg-type]
         data={k: v for k, v in fields.items() if v is not None},
     )
+    if isinstance(at, datetime):
+        event.created_at = at
     session.add(event)
     return event
 
@@ -69,12 +75,24 @@ def _text(value: object) -> str | None:
 
 
 def change_status(
-    session: Session, ticket: Ticket, new: str, actor: str, note: str | None = None
+    session: Session,
+    ticket: Ticket,
+    new: str,
+    actor: str,
+    note: str | None = None,
+    *,
+    internal: bool = False,
+    now: datetime | None = None,
 ) -> list[Change]:
-    """Move a ticket to `new`, enforcing the transition table; returns the change."""
+    """Move a ticket to `new`, enforcing the transition table; returns the change.
+
+    `internal` marks a move customers are not told about (an escalation's reset to new).
+    """
     old = ticket.status
+    if old == new:
+        raise InvalidTransition(f"ticket #{ticket.id} is already {old}")
     target = check_transition(old, new)
-    now = utcnow()
+    now = now or utcnow()
     ticket.status = target.value
     if target is Status.RESOLVED:
         ticket.resolved_at = now
@@ -82,5 +100,67 @@ def change_status(
         ticket.closed_at = now
     elif old == Status.RESOLVED:
         ticket.resolved_at = None
-    record(session, ticket, "status", actor, field="status", old=old, new=target.value, note=note)
-    return [StatusChanged(ticket.id, old, target.value, actor)]
+    record(
+        session,
+        ticket,
+        "status",
+        actor,
+        field="status",
+        old=old,
+        new=target.value,
+        note=note,
+        at=now,
+    )
+    return [StatusChanged(ticket.id, old, target.value, actor, internal=internal)]
+
+
+# --- time spent per level and team ---------------------------------------------------------
+
+Mark = tuple[datetime, str | None, str | None]  # (when, field, new value) of one event
+_TRACKED = frozenset({"level", "team", "status"})
+_STOPPED = frozenset({Status.RESOLVED.value, Status.CLOSED.value})
+
+
+@dataclass
+class TimeSpent:
+    """Open wall-clock seconds the ticket spent at each level and with each team."""
+
+    by_level: dict[int, float] = field(default_factory=dict)
+    by_team: dict[str, float] = field(default_factory=dict)  # "" = no team (first line)
+
+
+def time_spent(created_at: datetime, marks: Iterable[Mark], until: datetime) -> TimeSpent:
+    """Replay the level, team and status events from creation to `until`.
+
+    Time counts while the ticket is open (resolved/closed stop it, a reopening resumes
+    it), so the figures stay right after an escalation back and forth. The events are
+    the only input: nothing has to be cloned to keep a level's handling time (seed 000).
+    """
+    result = TimeSpent()
+    level, team, open_ = 1, "", True
+    since = created_at
+    for at, name, value in sorted((m for m in marks if m[1] in _TRACKED), key=lambda m: m[0]):
+        at = min(max(at, since), until)
+        if open_:
+            _add(result, level, team, (at - since).total_seconds())
+        since = at
+        if name == "level" and value is not None:
+            level = int(value)
+        elif name == "team":
+            team = value or ""
+        elif name == "status":
+            open_ = value not in _STOPPED
+    if open_ and until > since:
+        _add(result, level, team, (until - since).total_seconds())
+    return result
+
+
+def _add(result: TimeSpent, level: int, team: str, seconds: float) -> None:
+    if seconds <= 0:
+        return
+    result.by_level[level] = result.by_level.get(level, 0.0) + seconds
+    result.by_team[team] = result.by_team.get(team, 0.0) + seconds
+
+
+def event_marks(events: Iterable[Event]) -> list[Mark]:
+    return [(e.created_at, e.field, e.new_value) for e in events]

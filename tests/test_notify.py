@@ -1,0 +1,524 @@
+"""Status emails through the outbox to a real SMTP sink, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from daemon.app import App
+from notifier.delivery import deliver_due
+from parsers.thread_keys import ticket_from_address, ticket_from_message_id
+from tests.conftest import make_app
+from tests.fixtures.smtp_sink import Received, SmtpSink, running_sink
+from tests.mailbuilder import mail, message_id
+from tickets import actions
+from tickets.blobstore import BlobStore
+from tickets.changes import Change
+from tickets.ingest import Outcome, accept, process
+from tickets.models import (
+    Article,
+    Event,
+    MailAddress,
+    OutboxMessage,
+    OutboxRecipient,
+    Ticket,
+)
+
+ANA = "Ana Pérez <ana@clinica.example>"
+LUIS = "Luis Gómez <luis@clinica.example>"
+MARTA = "Marta Ruiz <marta@clinica.example>"
+AGENT = "maria"
+
+
+# --- helpers shared with test_outbox*.py ------------------------------------------------------
+
+
+def relay_app(tmp_path: Path, db_url: str, sink: SmtpSink, **overrides: Any) -> App:
+    outbound = {"relay": sink.relay, "security": "none", **overrides.pop("outbound", {})}
+    return make_app(
+        tmp_path,
+        db_url,
+        agents=["agente@soporte.example"],
+        support_addresses=["soporte@soporte.example"],
+        aliases=["ayuda@soporte.example"],
+        outbound=outbound,
+        **overrides,
+    )
+
+
+def ingest(app: App, raw: bytes) -> Outcome:
+    return process(app.sessions, app.policy, accept(app.sessions, raw, "pipe"), app.after_apply)
+
+
+def act(app: App, number: int, action: Callable[[Session, Ticket], list[Change]]) -> None:
+    """What an agent's command does: the action and its mail in one transaction."""
+    with app.sessions.begin() as session:
+        ticket = actions.load_ticket(session, number)
+        changes = action(session, ticket)
+        assert app.after_apply is not None
+        app.after_apply(session, changes)
+
+
+def deliver(app: App, now: datetime | None = None) -> Counter[str]:
+    return deliver_due(app.sessions, app.transport(), now, app.delivery_policy)
+
+
+def parsed(item: Received) -> EmailMessage:
+    msg = message_from_bytes(item.data, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def body(msg: EmailMessage) -> str:
+    part = msg.get_body(("plain",))
+    assert part is not None
+    text: str = part.get_content()  # type: ignore[attr-defined]
+    return text.replace("\r\n", "\n")
+
+
+def count(app: App, model: type, *where: Any) -> int:
+    with app.sessions() as s:
+        return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+def events(app: App, number: int, kind: str) -> list[Event]:
+    with app.sessions() as s:
+        return list(s.scalars(select(Event).where(Event.ticket_id == number, Event.kind == kind)))
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    with running_sink() as running:
+        yield running
+
+
+@pytest.fixture
+def rapp(tmp_path: Path, db_url: str, sink: SmtpSink) -> Iterator[App]:
+    application = relay_app(tmp_path, db_url, sink)
+    yield application
+    application.engine.dispose()
+
+
+def new_ticket(app: App, **kwargs: Any) -> tuple[int, bytes]:
+    raw = mail(
+        ANA,
+        kwargs.pop("subject", "No puedo agendar citas"),
+        kwargs.pop("text", "Hola, el sistema no me deja agendar."),
+        **kwargs,
+    )
+    outcome = ingest(app, raw)
+    assert outcome.state == "processed" and outcome.ticket_id is not None
+    return outcome.ticket_id, raw
+
+
+# --- acknowledgement ------------------------------------------------------------------------
+
+
+def test_acknowledgement_reaches_requester_and_ccd_colleagues(
+    rapp: App,
+    sink: SmtpSink,
+) -> None:
+    number, raw = new_ticket(rapp, cc=f"{LUIS}, {MARTA}, Soporte <ayuda@soporte.example>")
+    assert deliver(rapp)["sent"] == 1
+
+    [item] = sink.messages
+    assert sorted(item.rcpt_tos) == [
+        "ana@clinica.example",
+        "luis@clinica.example",
+        "marta@clinica.example",
+    ]
+    assert item.mail_from == "soporte@soporte.example"
+    msg = parsed(item)
+    assert msg["To"].addresses[0].addr_spec == "ana@clinica.example"
+    assert {a.addr_spec for a in msg["Cc"].addresses} == {
+        "luis@clinica.example",
+        "marta@clinica.example",
+    }
+    assert msg["Subject"].startswith(f"[#{number}] ")
+    assert "No puedo agendar citas" in msg["Subject"]
+    assert msg["Auto-Submitted"] == "auto-replied"
+    assert msg["X-Auto-Response-Suppress"] == "All"
+    assert msg["In-Reply-To"] == message_id(raw)
+    assert msg["References"] == message_id(raw)
+    reply_to = msg["Reply-To"].addresses[0].addr_spec
+    assert ticket_from_address(rapp.policy.secret, reply_to) == number
+    our_id = msg["Message-ID"].strip("<>")
+    assert our_id.endswith("@soporte.example")
+    assert ticket_from_message_id(rapp.policy.secret, our_id) == number
+    text = body(msg)
+    assert f"número {number}" in text and "Enviado" in text
+    assert "factura" in text and "URL" in text and "capturas de pantalla" in text
+    # The thread is complete: the acknowledgement is an outbound article.
+    with rapp.sessions() as s:
+        kinds = [(a.kind, a.message_id) for a in s.scalars(select(Article).order_by(Article.id))]
+    assert kinds[-1] == ("outbound", our_id)
+
+
+def test_acknowledgement_in_english_keeps_every_character(
+    rapp: App,
+    sink: SmtpSink,
+) -> None:
+    raw = mail(
+        "José Müller <jose@clinic.example>",
+        "Cannot book appointments for Zoë",
+        "Hello, since yesterday the calendar does not let me book any appointment. "
+        "Could you please help me? Thank you very much, I look forward to your answer.",
+    )
+    number = ingest(rapp, raw).ticket_id
+    with rapp.sessions.begin() as s:
+        ticket = s.get(Ticket, number)
+        assert ticket is not None
+        ticket.language = "en"  # the parser's guess is not what this test is about
+    act(rapp, number, lambda s, t: actions.set_status(s, t, "in_progress", AGENT))
+    deliver(rapp)
+    ack, status = (parsed(m) for m in sink.messages)
+    assert "Müller" not in ack["Subject"]  # (subject is the ticket's, name is in To)
+    assert ack["To"].addresses[0].display_name == "José Müller"
+    assert "Recibimos tu solicitud" in ack["Subject"] or "We received" in ack["Subject"]
+    assert status["Subject"] == f"[#{number}] Cannot book appointments for Zoë: In progress"
+    assert "An agent has taken your request" in body(status)
+    assert "Hello José Müller," in body(status)
+    # On the wire: RFC 2047 words and quoted-printable, nothing raw 8-bit.
+    assert all(b < 128 for b in sink.messages[1].data)
+
+
+def test_spanish_status_mail_has_accents_intact(rapp: App, sink: SmtpSink) -> None:
+    number, _ = new_ticket(rapp, subject="Facturación: no aparece el pago de la cita")
+    act(rapp, number, lambda s, t: actions.set_status(s, t, "waiting_on_customer", AGENT))
+    deliver(rapp)
+    status = sink.messages[-1]
+    assert all(b < 128 for b in status.data)
+    assert b"quoted-printable" in status.data
+    msg = parsed(status)
+    assert msg["Subject"] == (
+        f"[#{number}] Facturación: no aparece el pago de la cita: A la espera de tu respuesta"
+    )
+    assert msg.get_content_charset() == "utf-8"
+    text = body(msg)
+    assert "pasó a «A la espera de tu respuesta»" in text
+    assert "captura de\npantalla o algún archivo" in text
+    assert msg["Content-Language"] == "es"
+
+
+# --- status changes, replies, assignment ---------------------------------------------------
+
+
+def test_status_change_is_mailed_once_even_if_delivery_runs_twice(
+    rapp: App,
+    sink: SmtpSink,
+) -> None:
+    number, raw = new_ticket(rapp, cc=LUIS)
+    act(rapp, number, lambda s, t: actions.set_status(s, t, "in_progress", AGENT, "lo tomo"))
+    assert deliver(rapp) == Counter(sent=2)
+    assert deliver(rapp) == Counter()
+    ack, status = (parsed(m) for m in sink.messages)
+    assert len(sink.messages) == 2
+    assert status["Auto-Submitted"] == "auto-generated"
+    assert status["X-Auto-Response-Suppress"] == "All"
+    assert status["Subject"] == f"[#{number}] No puedo agendar citas: En curso"
+    # Continues the thread: after the acknowledgement, which followed the customer's mail.
+    assert status["In-Reply-To"] == ack["Message-ID"]
+    assert status["References"].split() == [message_id(raw), ack["Message-ID"]]
+    assert "lo tomo" not in body(status)  # the --note is for agents only
+
+
+def test_agent_reply_with_attachment_is_not_automatic(
+    rapp: App,
+    sink: SmtpSink,
+    tmp_path: Path,
+) -> None:
+    number, _ = new_ticket(rapp, cc=LUIS)
+    pdf = actions.NewAttachment("guía rápida.pdf", "application/pdf", b"%PDF-1.4 fake")
+    blobs = BlobStore(rapp.settings.attachments_dir)
+    act(
+        rapp,
+        number,
+        lambda s, t: actions.reply(
+            s,
+            t,
+            AGENT,
+            "Hola Ana:\n\nYa está corregido. Te adjunto la guía.\n\nMaría",
+            attachments=[pdf],
+            blobs=blobs,
+            status="resolved",
+        ),
+    )
+    deliver(rapp)
+    item = sink.messages[-1]
+    assert sorted(item.rcpt_tos) == ["ana@clinica.example", "luis@clinica.example"]
+    msg = parsed(item)
+    assert msg["Auto-Submitted"] is None and msg["X-Auto-Response-Suppress"] is None
+    assert msg["Subject"] == f"[#{number}] Re: No puedo agendar citas"
+    text = body(msg)
+    assert text.startswith("Hola Ana:\n\nYa está corregido.")
+    assert "Estado del ticket: «Resuelto»" in text
+    [attachment] = list(msg.iter_attachments())
+    assert attachment.get_filename() == "guía rápida.pdf"
+    assert attachment.get_content() == b"%PDF-1.4 fake"
+    with rapp.sessions() as s:
+        ticket = s.get(Ticket, number)
+        assert ticket is not None and ticket.first_response_at is not None
+        assert ticket.status == "resolved"
+        reply = s.scalars(
+            select(Article).where(Article.ticket_id == number, Article.author == AGENT)
+        ).one()
+        assert reply.kind == "outbound" and reply.message_id == msg["Message-ID"].strip("<>")
+        assert [f.filename for f in reply.attachments] == ["guía rápida.pdf"]
+    # One mail for the reply and its status: not a separate "Resuelto" notification.
+    assert count(rapp, OutboxMessage) == 2
+
+
+def test_assignment_tells_who_handles_it_in_one_mail(
+    rapp: App,
+    sink: SmtpSink,
+) -> None:
+    number, _ = new_ticket(rapp)
+    act(rapp, number, lambda s, t: actions.assign(s, t, AGENT, agent="María López", team="PX"))
+    deliver(rapp)
+    assert len(sink.messages) == 2
+    msg = parsed(sink.messages[-1])
+    assert "está a cargo de María López, del equipo PX" in body(msg)
+    assert "Estado actual: «En curso»" in body(msg)
+    with rapp.sessions() as s:
+        ticket = s.get(Ticket, number)
+        assert ticket is not None
+        assert (ticket.assignee, ticket.team, ticket.status) == ("María López", "PX", "in_progress")
+
+
+def test_notes_and_escalations_are_never_mailed(
+    rapp: App,
+    sink: SmtpSink,
+) -> None:
+    number, _ = new_ticket(rapp, cc=LUIS)
+    act(rapp, number, lambda s, t: actions.set_status(s, t, "in_progress", AGENT))
+    before = count(rapp, OutboxMessage)
+    act(rapp, number, lambda s, t: actions.add_note(s, t, AGENT, "Cliente VIP: llamar."))
+    act(
+        rapp,
+        number,
+        lambda s, t: actions.escalate(
+            s,
+            t,
+            AGENT,
+            team="Nutrición",
+            reason="Quiere cambiar su dieta",
+            escalation_type="appointment",
+        ),
+    )
+    act(rapp, number, lambda s, t: actions.set_priority(s, t, AGENT, impact="high", urgency="high"))
+    assert count(rapp, OutboxMessage) == before
+    deliver(rapp)
+    for item in sink.messages:
+        assert b"VIP" not in item.data and b"dieta" not in item.data
+
+
+# --- who never gets mail ----------------------------------------------------------------------
+
+
+def test_no_mail_to_bouncing_noreply_or_our_own_addresses(
+    rapp: App,
+    sink: SmtpSink,
+) -> None:
+    with rapp.sessions.begin() as s:
+        s.add(MailAddress(email="luis@clinica.example", bouncing=True))
+    number, _ = new_ticket(
+        rapp, cc=f"{LUIS}, no-reply@clinica.example, Postmaster <postmaster@clinica.example>"
+    )
+    deliver(rapp)
+    [item] = sink.messages
+    assert item.rcpt_tos == ("ana@clinica.example",)
+    refused = {
+        (e.data["recipient"], e.data["reason"]) for e in events(rapp, number, "notify_refused")
+    }
+    assert refused == {
+        ("luis@clinica.example", "bouncing"),
+        ("no-reply@clinica.example", "no_reply"),
+        ("postmaster@clinica.example", "no_reply"),
+    }
+
+
+def test_customers_own_reply_is_not_echoed_back_to_them(
+    rapp: App,
+    sink: SmtpSink,
+) -> None:
+    number, raw = new_ticket(rapp, cc=LUIS)
+    act(rapp, number, lambda s, t: actions.set_status(s, t, "waiting_on_customer", AGENT))
+    deliver(rapp)
+    answer = mail(
+        ANA,
+        f"Re: [#{number}] No puedo agendar citas",
+        "Adjunto la captura.",
+        in_reply_to=message_id(raw),
+        cc=LUIS,
+    )
+    assert ingest(rapp, answer).ticket_id == number
+    deliver(rapp)
+    last = sink.messages[-1]
+    # Luis hears the ticket is in progress again; Ana, who caused it, gets no echo.
+    assert last.rcpt_tos == ("luis@clinica.example",)
+    assert parsed(last)["Subject"].endswith(": En curso")
+
+
+def test_mailing_list_and_auto_replies_open_nothing_and_get_nothing(
+    rapp: App,
+    sink: SmtpSink,
+) -> None:
+    listed = mail(
+        "Boletín <news@lista.example>",
+        "Novedades de marzo",
+        "Hola a todos",
+        headers={"List-Id": "<novedades.lista.example>", "Precedence": "list"},
+    )
+    auto = mail(
+        "Pedro <pedro@clinica.example>",
+        "Fuera de la oficina",
+        "Vuelvo el lunes.",
+        headers={"Auto-Submitted": "auto-replied"},
+    )
+    assert ingest(rapp, listed).state == "ignored"
+    assert ingest(rapp, auto).state == "ignored"
+    assert count(rapp, Ticket) == 0 and count(rapp, OutboxMessage) == 0
+
+
+def test_header_injection_through_the_subject_is_defused(
+    rapp: App,
+    sink: SmtpSink,
+) -> None:
+    # An encoded word decodes to CR/LF (the parser already flattens it) ...
+    raw = (
+        b"From: Eve <eve@mal.example>\r\nTo: soporte@soporte.example\r\n"
+        b"Subject: =?utf-8?q?Hola=0D=0ABcc:_victima@otro.example=0D=0A=0D=0Acuerpo?=\r\n"
+        b"Message-ID: <inj-1@mal.example>\r\nDate: Mon, 3 Mar 2025 10:00:00 +0000\r\n"
+        b"\r\nHola\r\n"
+    )
+    number = ingest(rapp, raw).ticket_id
+    assert number is not None
+    # ... and the notifier does not rely on that: CR/LF straight in the stored values.
+    with rapp.sessions.begin() as s:
+        ticket = s.get(Ticket, number)
+        assert ticket is not None
+        ticket.subject = "Hola\r\nBcc: victima@otro.example\r\n\r\ncuerpo"
+        ticket.participants[0].name = "Eve\r\nCc: otra@otro.example"
+    act(rapp, number, lambda s, t: actions.set_status(s, t, "in_progress", AGENT))
+    deliver(rapp)
+    assert [m.rcpt_tos for m in sink.messages] == [("eve@mal.example",)] * 2
+    for item in sink.messages:
+        msg = parsed(item)
+        assert msg["Bcc"] is None and msg["Cc"] is None
+        assert "\n" not in msg["Subject"] and "\r" not in msg["Subject"]
+        assert "Bcc: victima@otro.example" in msg["Subject"]  # kept as text, on one line
+        header_block = item.data.split(b"\r\n\r\n", 1)[0]
+        names = [line.split(b":")[0].lower() for line in header_block.split(b"\r\n")]
+        assert b"bcc" not in names and b"cc" not in names
+
+
+# --- the budget ---------------------------------------------------------------------------------
+
+
+def test_send_budget_stops_mail_beyond_the_limit_and_records_it(
+    tmp_path: Path,
+    db_url: str,
+    sink: SmtpSink,
+) -> None:
+    app = relay_app(
+        tmp_path, db_url, sink, outbound={"budget_per_recipient": 3, "budget_per_ticket": 100}
+    )
+    number, _ = new_ticket(app)  # 1: acknowledgement
+    for status in ("in_progress", "on_hold", "in_progress", "waiting_on_customer"):
+        act(app, number, lambda s, t, st=status: actions.set_status(s, t, st, AGENT))
+    deliver(app)
+    assert len(sink.messages) == 3
+    assert count(app, OutboxRecipient, OutboxRecipient.email == "ana@clinica.example") == 3
+    refusals = events(app, number, "notify_refused")
+    assert [(e.data["recipient"], e.data["reason"]) for e in refusals] == [
+        ("ana@clinica.example", "budget_recipient")
+    ] * 2
+    # A person's answer is not automatic mail: the budget never silences an agent.
+    act(app, number, lambda s, t: actions.reply(s, t, AGENT, "Seguimos con ello."))
+    deliver(app)
+    assert len(sink.messages) == 4
+    app.engine.dispose()
+
+
+def test_per_ticket_budget_counts_every_recipient(
+    tmp_path: Path,
+    db_url: str,
+    sink: SmtpSink,
+) -> None:
+    app = relay_app(
+        tmp_path, db_url, sink, outbound={"budget_per_recipient": 100, "budget_per_ticket": 3}
+    )
+    number, _ = new_ticket(app, cc=LUIS)  # 2 recipient rows
+    act(app, number, lambda s, t: actions.set_status(s, t, "in_progress", AGENT))  # 1 more
+    deliver(app)
+    assert [m.rcpt_tos for m in sink.messages] == [
+        ("ana@clinica.example", "luis@clinica.example"),
+        ("ana@clinica.example",),
+    ]
+    assert [e.data["reason"] for e in events(app, number, "notify_refused")] == ["budget_ticket"]
+    app.engine.dispose()
+
+
+# --- operators' templates -----------------------------------------------------------------------
+
+
+def test_operator_templates_override_the_built_in_ones(
+    tmp_path: Path, db_url: str, sink: SmtpSink
+) -> None:
+    overrides = tmp_path / "plantillas"
+    (overrides / "es").mkdir(parents=True)
+    (overrides / "es" / "acknowledgement.subject.txt").write_text(
+        "Hemos recibido tu caso: {{ subject }}\n", encoding="utf-8"
+    )
+    app = relay_app(tmp_path, db_url, sink, outbound={"templates_dir": str(overrides)})
+    number, _ = new_ticket(app)
+    deliver(app)
+    msg = parsed(sink.messages[0])
+    # The tag is put back when an override forgets it: replies must still thread.
+    assert msg["Subject"] == f"[#{number}] Hemos recibido tu caso: No puedo agendar citas"
+    assert "factura" in body(msg)  # the body is still the built-in one
+    app.engine.dispose()
+
+
+def test_a_template_failing_at_render_time_loses_neither_mail_nor_change(
+    tmp_path: Path, db_url: str, sink: SmtpSink
+) -> None:
+    overrides = tmp_path / "plantillas"
+    (overrides / "es").mkdir(parents=True)
+    (overrides / "es" / "status.body.txt").write_text("{{ no_such_value }}\n")
+    app = relay_app(tmp_path, db_url, sink, outbound={"templates_dir": str(overrides)})
+    number, _ = new_ticket(app)
+    act(app, number, lambda s, t: actions.set_status(s, t, "in_progress", AGENT))
+    with app.sessions() as s:
+        ticket = s.get(Ticket, number)
+        assert ticket is not None and ticket.status == "in_progress"
+    [error] = events(app, number, "notify_error")
+    assert "no_such_value" in error.data["error"]
+    assert count(app, OutboxMessage) == 1  # the acknowledgement only
+    app.engine.dispose()
+
+
+def test_a_template_with_a_syntax_error_stops_start_up(tmp_path: Path, sink: SmtpSink) -> None:
+    from daemon.config import ConfigError
+
+    overrides = tmp_path / "plantillas"
+    (overrides / "en").mkdir(parents=True)
+    (overrides / "en" / "reply.body.txt").write_text("{% if %}\n")
+    with pytest.raises(
+        ConfigError, match=r"outbound.templates_dir: template \S*/plantillas/en/reply.body.txt: "
+    ):
+        relay_app(
+            tmp_path,
+            f"sqlite:///{tmp_path / 'b.db'}",
+            sink,
+            outbound={"templates_dir": str(overrides)},
+        )
