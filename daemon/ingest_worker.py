@@ -54,6 +54,8 @@ class IngestWorker:
         """Work until `stop` is set; `wake` cuts the idle wait short when mail arrives."""
         outage = False
         while not stop.is_set():
+            # Cleared before the pass, so that mail accepted during it wakes the next one.
+            self.wake.clear()
             try:
                 handled = await asyncio.to_thread(self.run_once)
                 if outage:
@@ -66,7 +68,6 @@ class IngestWorker:
                 handled = 0
             if handled:
                 continue
-            self.wake.clear()
             waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
             await asyncio.wait(waiters, timeout=self.poll_interval, return_when="FIRST_COMPLETED")
             for waiter in waiters:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time
+from typing import Any
 
 import holidays
 import pytz
@@ -12,14 +13,25 @@ from businesstimedelta import BusinessTimeDelta, HolidayRule, Rules, WorkDayRule
 
 
 class _Holidays(HolidayRule):  # type: ignore[misc]
-    """businesstimedelta gives up (and crashes) when no holiday lies within five years, as
-    with a short list of configured dates: report 'none soon' as a far-future day instead."""
+    """Two mends to businesstimedelta's holiday rule.
+
+    It walks day by day to the next holiday on every step of every addition (months of
+    days between two holidays): the answer per day is cached. And it gives up (crashes)
+    when no holiday lies within five years, as with a short list of configured dates:
+    'none soon' is reported as a far-future day instead."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._next: dict[tuple[date, bool], date] = {}
 
     def next_holiday(self, day: date, reverse: bool = False, max_days: int = 365 * 5) -> date:
-        found = super().next_holiday(day, reverse=reverse, max_days=max_days)
-        if found is not None:
-            return found
-        return date(1, 1, 2) if reverse else date(9000, 1, 1)
+        key = (day, reverse)
+        if key not in self._next:
+            found = super().next_holiday(day, reverse=reverse, max_days=max_days)
+            if found is None:
+                found = date(1, 1, 2) if reverse else date(9000, 1, 1)
+            self._next[key] = found
+        return self._next[key]
 
 
 class BusinessCalendar:

@@ -36,7 +36,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
-    cur.execute("PRAGMA synchronous=NORMAL")
+    # FULL: a commit is on disk before we acknowledge the mail, power loss included.
+    cur.execute("PRAGMA synchronous=FULL")
     cur.close()
 
 
