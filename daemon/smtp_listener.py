@@ -34,13 +34,12 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from sqlalchemy import Engine, event
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session as DbSession
 
 from daemon.app import App
 from daemon.config import ConfigError, SmtpConfig, split_hostport
 from daemon.ingest_worker import IngestWorker
 from tickets.db import make_engine, make_session_factory
-from tickets.ingest import StoreUnavailable, accept
+from tickets.ingest import StoreUnavailable, accept_many
 
 log = logging.getLogger("buzon.intake")
 
@@ -208,10 +207,8 @@ class IntakeStore:
 
     def _commit(self, items: list[tuple[bytes, dict[str, Any]]]) -> list[int]:
         turn = self.gate.intake_turn() if self.gate else contextlib.nullcontext()
-        with turn, self.sessions.begin() as session:
-            joined = _JoinedTransaction(session)
-            # accept() stays the one place that builds the row; here it joins our batch.
-            return [accept(joined, raw, self.source, env) for raw, env in items]  # type: ignore[arg-type]
+        with turn:
+            return accept_many(self.sessions, items, self.source)
 
 
 @dataclass(frozen=True)
@@ -219,18 +216,6 @@ class _Waiting:
     raw: bytes
     envelope: dict[str, Any]
     future: asyncio.Future[int]
-
-
-class _JoinedTransaction:
-    """Stands in for a sessionmaker: `accept` writes its row inside `sf.begin()`, and every
-    begin() here joins the batch's open transaction, so the batch shares one commit."""
-
-    def __init__(self, session: DbSession) -> None:
-        self.session = session
-
-    @contextlib.contextmanager
-    def begin(self) -> Iterator[DbSession]:
-        yield self.session
 
 
 def _describe(exc: BaseException) -> str:
@@ -460,6 +445,8 @@ class _IntakeProtocol(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.listener.sessions_open.add(self)
+        if self.listener.on_session is not None:
+            self.listener.on_session()
 
     def connection_lost(self, error: Exception | None) -> None:
         super().connection_lost(error)
@@ -538,6 +525,7 @@ class SmtpListener:
             on_accept=worker.wake.set if worker is not None else None,
         )
         self.sessions_open: set[_IntakeProtocol] = set()
+        self.on_session: Callable[[], None] | None = None  # metrics hook: a connection opened
         self.draining = False
         self.address: tuple[str, int] | None = None  # where it listens, once started
         self._on_close = on_close

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -75,19 +75,29 @@ def accept(
     sf: SessionFactory, raw: bytes, source: str, envelope: dict[str, Any] | None = None
 ) -> int:
     """Commit the exact bytes and how they came; return the row id."""
-    row = RawMessage(
-        source=source,
-        envelope=envelope or {},
-        raw=raw,
-        sha256=hashlib.sha256(raw).hexdigest(),
-        size=len(raw),
-        state=RawState.PENDING,
-    )
+    return accept_many(sf, [(raw, envelope or {})], source)[0]
+
+
+def accept_many(
+    sf: SessionFactory, items: Sequence[tuple[bytes, dict[str, Any]]], source: str
+) -> list[int]:
+    """Commit several messages in one transaction (an intake's group commit): all or none."""
+    rows = [
+        RawMessage(
+            source=source,
+            envelope=envelope,
+            raw=raw,
+            sha256=hashlib.sha256(raw).hexdigest(),
+            size=len(raw),
+            state=RawState.PENDING,
+        )
+        for raw, envelope in items
+    ]
     try:
         with sf.begin() as session:
-            session.add(row)
+            session.add_all(rows)
             session.flush()
-            return row.id
+            return [row.id for row in rows]
     except Exception as exc:  # any storage failure means "not accepted"
         raise StoreUnavailable(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
 
