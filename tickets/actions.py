@@ -106,21 +106,10 @@ def assign(
     if (agent is None or agent == ticket.assignee) and (team is None or team == ticket.team):
         raise TicketError(f"ticket #{ticket.id} is already assigned so")
     now = utcnow()
-    if agent is not None and agent != ticket.assignee:
-        record(
-            session,
-            ticket,
-            "assignee",
-            actor,
-            field="assignee",
-            old=ticket.assignee,
-            new=agent,
-            at=now,
-        )
-        ticket.assignee = agent
-    if team is not None and team != ticket.team:
-        record(session, ticket, "team", actor, field="team", old=ticket.team, new=team, at=now)
-        ticket.team = team
+    if agent is not None:
+        _set(session, ticket, "assignee", agent, actor, now)
+    if team is not None:
+        _set(session, ticket, "team", team, actor, now)
     changes: list[Change] = [Assigned(ticket.id, ticket.assignee, ticket.team, actor)]
     if agent is not None and ticket.status == Status.NEW:
         changes += change_status(session, ticket, Status.IN_PROGRESS, actor, now=now)
@@ -160,36 +149,10 @@ def escalate(
         from_team=ticket.team,
         at=now,
     )
-    if ticket.level != 2:
-        record(session, ticket, "level", actor, field="level", old=ticket.level, new=2, at=now)
-        ticket.level = 2
-    if team != ticket.team:
-        record(session, ticket, "team", actor, field="team", old=ticket.team, new=team, at=now)
-        ticket.team = team
-    if ticket.assignee is not None:  # the target team picks it from its queue
-        record(
-            session,
-            ticket,
-            "assignee",
-            actor,
-            field="assignee",
-            old=ticket.assignee,
-            new=None,
-            at=now,
-        )
-        ticket.assignee = None
-    if kind != ticket.category:
-        record(
-            session,
-            ticket,
-            "category",
-            actor,
-            field="category",
-            old=ticket.category,
-            new=kind,
-            at=now,
-        )
-        ticket.category = kind
+    _set(session, ticket, "level", 2, actor, now)
+    _set(session, ticket, "team", team, actor, now)
+    _set(session, ticket, "assignee", None, actor, now)  # the target team picks it up
+    _set(session, ticket, "category", kind, actor, now)
     note = _note(session, ticket, actor, f"Escalado a {team} ({kind}): {reason}", now)
     changes: list[Change] = [Escalated(ticket.id, team, kind, actor)]
     if ticket.status != Status.NEW:
@@ -197,6 +160,17 @@ def escalate(
     changes.append(NoteAdded(ticket.id, note.id, actor))
     ticket.updated_at = now
     return changes
+
+
+def _set(
+    session: Session, ticket: Ticket, name: str, value: object, actor: str, now: datetime
+) -> None:
+    """Change one field of the ticket, with its history event; nothing when unchanged."""
+    old = getattr(ticket, name)
+    if old == value:
+        return
+    record(session, ticket, name, actor, field=name, old=old, new=value, at=now)
+    setattr(ticket, name, value)
 
 
 def add_note(session: Session, ticket: Ticket, actor: str, text: str) -> list[Change]:
