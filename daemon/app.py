@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.config import ConfigError, Settings, SlaTargetConfig, split_hostport
+from daemon.health import Health
 from notifier.compose import Mailbox
 from notifier.delivery import DeliveryPolicy
 from notifier.notify import Notifier, NotifySettings
@@ -69,6 +70,7 @@ class App:
                 is_own=s.is_own_address,
                 is_agent=lambda email: email.lower() in s.agents,
                 attachments_dir=s.attachments_dir,
+                survey=s.sla.survey,
             ),
             Renderer(out.templates_dir),
         )
@@ -117,6 +119,11 @@ class App:
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
         return make_session_factory(self.engine)
+
+    @cached_property
+    def health(self) -> Health:
+        """One per process: the components register their readiness checks and counters."""
+        return Health(self.sessions)
 
     @cached_property
     def instance(self) -> str:

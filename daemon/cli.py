@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import mailbox
@@ -19,7 +18,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from daemon.app import App
 from daemon.config import ConfigError, load_settings
 from daemon.logs import configure as configure_logging
-from daemon.service import serve
+from daemon.ops import http_option, run_service
 from tickets import queries
 from tickets.errors import TicketError
 from tickets.ingest import StoreUnavailable, accept, process, reset_for_reprocess
@@ -361,13 +360,14 @@ def inbound_reprocess(app: App, raw_id: int | None, failed: bool) -> None:
 
 
 @main.command("run")
+@http_option
 @with_app
-def run(app: App) -> None:
+def run(app: App, http: str | None) -> None:
     """Run every configured component in one process until SIGTERM."""
     from daemon.components import all_components
 
-    sys.exit(asyncio.run(serve(all_components(app))))
+    run_service(app, lambda: all_components(app), http)
 
 
 # The component commands live in their own modules; importing them registers them on `main`.
-from daemon import agent_cli, imap_cli, sla_cli, smtp_cli  # noqa: E402, F401
+from daemon import agent_cli, doctor, imap_cli, scheduler_cli, sla_cli, smtp_cli  # noqa: E402, F401

@@ -215,6 +215,8 @@ class TicketsConfig(_Section):
         ]
     )
     teams: list[str] = Field(default_factory=list)  # empty: any team name is accepted
+    # team → staff addresses: who gets SLA warnings of an unassigned ticket of the team.
+    team_addresses: dict[str, list[str]] = Field(default_factory=dict)
     # priority_matrix[impact][urgency] = P1…P4 (seed 003); default: the usual ITIL grid.
     priority_matrix: dict[str, dict[str, str]] = Field(
         default_factory=lambda: {
@@ -231,6 +233,11 @@ class TicketsConfig(_Section):
         if not names or any(not re.match(r"^[a-z0-9_]{1,64}$", n) for n in names):
             raise ValueError("categories are names of letters, digits and '_' (at least one)")
         return names
+
+    @field_validator("team_addresses")
+    @classmethod
+    def _team_addresses(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {team: [_check_email(a) for a in addresses] for team, addresses in value.items()}
 
     @field_validator("priority_matrix")
     @classmethod

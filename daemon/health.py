@@ -14,16 +14,31 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from tickets.models import ImapMailboxState, OutboxMessage, RawMessage, RawState, Ticket, utcnow
+from daemon.config import ConfigError, _check_hostport, split_hostport
+from tickets.models import (
+    Event,
+    ImapMailboxState,
+    OutboxMessage,
+    RawMessage,
+    RawState,
+    Ticket,
+    utcnow,
+)
+
+if TYPE_CHECKING:  # the components import this module's wiring, not the reverse
+    from daemon.app import App
+    from daemon.imap_poller import ImapPoller
+    from daemon.ingest_worker import IngestWorker
+    from daemon.smtp_listener import SmtpListener
 
 log = logging.getLogger("buzon.health")
 
@@ -49,17 +64,8 @@ class Metrics:
             ["state"],
             registry=registry,
         )
-        self.budget_refusals = Counter(
-            "buzon_send_budget_refusals",
-            "Automatic mails not sent: over a send budget",
-            registry=registry,
-        )
-        self.sla_events = Counter(
-            "buzon_sla_events",
-            "SLA warnings, breaches and escalation tiers fired",
-            ["kind"],
-            registry=registry,
-        )
+        # Send-budget refusals and SLA events are read from the store (StoreCollector):
+        # they are fired by whichever instance's scheduler or ingest got there first.
         self.outbox_sent = Counter(
             "buzon_outbox_delivered",
             "Outbound mails delivered by this process",
@@ -122,7 +128,37 @@ class StoreCollector(Collector):
         ):
             outbox.add_metric([state], count)
         yield outbox
+        yield from self._events(session)
         yield from self._mailboxes(session, now)
+
+    def _events(self, session: Session) -> Iterable[Metric]:
+        # Every recipient the notifier left out; reason budget_recipient/budget_ticket are
+        # the send-budget refusals, the others the loop guards (own address, bouncing...).
+        refusals = CounterMetricFamily(
+            "buzon_notify_refusals",
+            "Recipients left out of automatic mails, by reason (budget_* = send budget)",
+            labels=["reason"],
+        )
+        reason = Event.data["reason"].as_string()
+        for why, count in session.execute(
+            select(reason, func.count()).where(Event.kind == "notify_refused").group_by(reason)
+        ):
+            refusals.add_metric([why or "unknown"], count)
+        yield refusals
+        sla = CounterMetricFamily(
+            "buzon_sla_events",
+            "SLA warnings, breaches and escalation tiers fired, by clock and kind",
+            labels=["clock", "kind"],
+        )
+        # once_key is "sla:<clock>:<warning|breach>" or "sla:tier:<n>".
+        for key, count in session.execute(
+            select(Event.once_key, func.count())
+            .where(Event.once_key.like("sla:%"))
+            .group_by(Event.once_key)
+        ):
+            _, clock, kind = (key.split(":") + ["", ""])[:3]
+            sla.add_metric([clock, kind], count)
+        yield sla
 
     def _mailboxes(self, session: Session, now: datetime) -> Iterable[Metric]:
         last_poll = GaugeMetricFamily(
@@ -246,3 +282,77 @@ class HttpServer:
             await stop.wait()
         finally:
             await asyncio.to_thread(self.stop)
+
+
+# --- wiring: what the components report --------------------------------------------------
+
+
+def watch_worker(health: Health, worker: IngestWorker) -> None:
+    worker.on_outcome = lambda state: health.metrics.processed.labels(state).inc()
+
+
+def watch_listener(health: Health, listener: SmtpListener) -> None:
+    """Count sessions and accepted mail; ready once bound and until it starts draining."""
+    metrics = health.metrics
+    source = "lmtp" if listener.config.lmtp else "smtp"
+    wake = listener.handler.on_accept  # the worker's wake-up stays first in line
+
+    def accepted() -> None:
+        metrics.accepted.labels(source).inc()
+        if wake is not None:
+            wake()
+
+    listener.handler.on_accept = accepted
+    listener.on_session = metrics.smtp_sessions.inc
+    health.add_check(source, lambda: _listener_ready(listener))
+
+
+def _listener_ready(listener: SmtpListener) -> tuple[bool, str]:
+    if listener.draining:
+        return False, "draining"
+    if listener.address is None:
+        return False, "not listening yet"
+    return True, ""
+
+
+def watch_poller(health: Health, poller: ImapPoller) -> None:
+    """Count stored and processed mail; ready while connected (or a healthy spare)."""
+    metrics = health.metrics
+    poller.on_accept = metrics.accepted.labels("imap").inc
+
+    def outcome(state: str) -> None:
+        if state != "oversize":  # recorded again under its final state
+            metrics.processed.labels(state).inc()
+
+    poller.on_outcome = outcome
+    health.add_check(f"imap:{poller.name}", lambda: _poller_ready(poller))
+
+
+def _poller_ready(poller: ImapPoller) -> tuple[bool, str]:
+    if poller.working.is_set():
+        return True, ""
+    if poller.standing_by:
+        return True, "standing by: another instance holds the mailbox"
+    return False, "not connected"
+
+
+def http_server(app: App, listen: str | None = None) -> HttpServer | None:
+    """The endpoint of this process, or None when http.enabled is false.
+
+    `listen` (the --http option) overrides http.listen: in a split deployment every
+    process needs a port of its own.
+    """
+    if not app.settings.http.enabled:
+        return None
+    listen = listen or app.settings.http.listen
+    try:
+        host, port = split_hostport(_check_hostport(listen))
+    except ValueError:
+        raise ConfigError(f"http.listen: expected HOST:PORT, got {listen!r}") from None
+    try:
+        return HttpServer(app.health, host, port)
+    except OSError as exc:
+        raise ConfigError(
+            f"http.listen {listen}: {exc.strerror or exc} (each process needs its own port: "
+            "--http HOST:PORT or BUZON_HTTP__LISTEN)"
+        ) from None

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
 from daemon.app import App
 from daemon.cli import EX_CONFIG, _fail, main, with_app
 from daemon.components import imap_pollers, ingest_worker
-from daemon.service import serve
+from daemon.ops import http_option, run_service
 
 
 @main.command("imap")
+@http_option
 @with_app
-def imap(app: App) -> None:
+def imap(app: App, http: str | None) -> None:
     """Poll every configured IMAP mailbox (IDLE when offered) until SIGTERM."""
-    pollers = imap_pollers(app)
-    if not pollers:
+    if not app.settings.imap.mailboxes:
         _fail("no IMAP mailbox configured ([[imap.mailboxes]])", EX_CONFIG)
-    components = {"ingest": ingest_worker(app).run, **pollers}
-    sys.exit(asyncio.run(serve(components)))
+    run_service(app, lambda: {"ingest": ingest_worker(app).run, **imap_pollers(app)}, http)

@@ -157,6 +157,9 @@ class ImapPoller:
         self.last_uid = 0
         self.uidvalidity: int | None = None
         self.counts: dict[str, int] = {}
+        # Metrics hooks: a message stored, and the state each message ended in.
+        self.on_accept: Callable[[], None] | None = None
+        self.on_outcome: Callable[[str], None] | None = None
         self.working = threading.Event()  # set while this poller holds and works the box
         self._failures = 0
         self._outage_since: float | None = None
@@ -219,6 +222,11 @@ class ImapPoller:
     @property
     def name(self) -> str:
         return self.mailbox.name
+
+    @property
+    def standing_by(self) -> bool:
+        """Another instance holds the mailbox's lease: this one is a healthy spare."""
+        return self._standing_by
 
     # --- outages ----------------------------------------------------------------------------
 
@@ -412,6 +420,8 @@ class ImapPoller:
         """Commit the bytes (unless `known`: stored by an earlier pass), process, return state."""
         if known is None:
             raw_id = accept(self.sessions, raw, "imap", self._envelope(uid))
+            if self.on_accept is not None:
+                self.on_accept()
             state: str = RawState.PENDING
         else:
             raw_id, state = known
@@ -483,6 +493,8 @@ class ImapPoller:
 
     def _count(self, state: str) -> None:
         self.counts[state] = self.counts.get(state, 0) + 1
+        if self.on_outcome is not None:
+            self.on_outcome(state)
 
     # --- after ingest: the server copy ------------------------------------------------------
 

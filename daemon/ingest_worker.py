@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +34,7 @@ class IngestWorker:
         self.after_apply = after_apply
         self.wake = asyncio.Event()
         self.outcomes: dict[str, int] = {}
+        self.on_outcome: Callable[[str], None] | None = None  # metrics hook, by state
 
     def run_once(self) -> int:
         """Claim one batch and process it; returns how many rows were handled."""
@@ -75,3 +77,5 @@ class IngestWorker:
 
     def _count(self, outcome: Outcome) -> None:
         self.outcomes[outcome.state] = self.outcomes.get(outcome.state, 0) + 1
+        if self.on_outcome is not None:
+            self.on_outcome(outcome.state)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
 import click
 from pydantic import ValidationError
 
 from daemon.app import App
-from daemon.cli import EX_CONFIG, _fail, main, with_app
+from daemon.cli import main, with_app
 from daemon.components import ingest_worker
 from daemon.config import ConfigError, SmtpConfig
-from daemon.service import serve
+from daemon.health import watch_listener
+from daemon.ops import http_option, run_service
+from daemon.service import Component
 from daemon.smtp_listener import listener_for
 
 
@@ -27,12 +26,15 @@ def _with_listen(config: SmtpConfig, listen: str | None) -> SmtpConfig:
 
 @main.command("smtp")
 @click.option("--listen", metavar="HOST:PORT", help="Overrides smtp.listen.")
+@http_option
 @with_app
-def smtp(app: App, listen: str | None) -> None:
+def smtp(app: App, listen: str | None, http: str | None) -> None:
     """Serve SMTP (LMTP with smtp.lmtp = true) and process what arrives, until SIGTERM."""
-    worker = ingest_worker(app)
-    try:
+
+    def build() -> dict[str, Component]:
+        worker = ingest_worker(app)
         listener = listener_for(app, worker, _with_listen(app.settings.smtp, listen))
-    except ConfigError as exc:
-        _fail(str(exc), EX_CONFIG)
-    sys.exit(asyncio.run(serve({"ingest": worker.run, "smtp": listener.run})))
+        watch_listener(app.health, listener)
+        return {"ingest": worker.run, "smtp": listener.run}
+
+    run_service(app, build, http)

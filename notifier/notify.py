@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,8 @@ class NotifySettings:
     is_own: Callable[[str], bool]
     is_agent: Callable[[str], bool]
     attachments_dir: Path
+    # The closing status mail becomes the satisfaction survey (seed 004).
+    survey: bool = False
 
     @property
     def domain(self) -> str:
@@ -59,7 +61,7 @@ class NotifySettings:
 class Plan:
     """The one mail a batch of changes on a ticket calls for."""
 
-    kind: str  # acknowledgement / reply / assigned / status
+    kind: str  # acknowledgement / reply / assigned / status / survey / reminder
     auto_submitted: str | None
     article_id: int | None = None  # the customer's first mail, or the agent's reply
     status: StatusChanged | None = None
@@ -119,24 +121,42 @@ class Notifier:
             by_ticket.setdefault(change.ticket_id, []).append(change)
         done = []
         for ticket_id, group in by_ticket.items():
-            plan = plan_for(group)
+            plan = self._with_survey(plan_for(group))
             ticket = session.get(Ticket, ticket_id) if plan else None
             if plan is None or ticket is None:
                 continue
-            try:
-                # A savepoint: a broken template must not lose the customer's mail or
-                # the agent's change; it is recorded on the ticket instead.
-                with session.begin_nested():
-                    done.append(self._queue(session, ticket, plan))
-            except Exception as exc:  # noqa: BLE001 - recorded, never silent
-                error = (
-                    f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-                )
-                log.error("notification failed ticket=%s kind=%s: %s", ticket_id, plan.kind, error)
-                record(
-                    session, ticket, "notify_error", ACTOR, field="mail", new=plan.kind, error=error
-                )
+            queued = self._queue_safely(session, ticket, plan)
+            if queued is not None:
+                done.append(queued)
         return done
+
+    def remind(self, session: Session, ticket: Ticket) -> Queued | None:
+        """The reminder to a customer whose ticket has waited on them (scheduler)."""
+        return self._queue_safely(session, ticket, Plan("reminder", AUTO_GENERATED))
+
+    def _with_survey(self, plan: Plan | None) -> Plan | None:
+        """With the survey on, the mail saying "closed" also asks for a rating: one mail."""
+        if (
+            self.settings.survey
+            and plan is not None
+            and plan.kind == "status"
+            and plan.status is not None
+            and plan.status.new == "closed"
+        ):
+            return replace(plan, kind="survey")
+        return plan
+
+    def _queue_safely(self, session: Session, ticket: Ticket, plan: Plan) -> Queued | None:
+        try:
+            # A savepoint: a broken template must not lose the customer's mail or
+            # the agent's change; it is recorded on the ticket instead.
+            with session.begin_nested():
+                return self._queue(session, ticket, plan)
+        except Exception as exc:  # noqa: BLE001 - recorded, never silent
+            error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+            log.error("notification failed ticket=%s kind=%s: %s", ticket.id, plan.kind, error)
+            record(session, ticket, "notify_error", ACTOR, field="mail", new=plan.kind, error=error)
+            return None
 
     # --- one mail --------------------------------------------------------------------------
 

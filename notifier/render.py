@@ -23,7 +23,18 @@ from jinja2 import (
 
 LANGUAGES = ("es", "en")
 DEFAULT_LANGUAGE = "es"
-NAMES = ("acknowledgement", "status", "assigned", "reply")
+NAMES = (
+    "acknowledgement",
+    "status",
+    "assigned",
+    "reply",
+    "survey",
+    "reminder",
+    # Internal mail to staff (never to customers): SLA warning, breach, escalation tier.
+    "sla_warning",
+    "sla_breach",
+    "sla_tier",
+)
 
 # Customer-facing names of the statuses (seed 002), used in subjects and bodies.
 STATUS_LABELS: dict[str, dict[str, str]] = {

@@ -164,6 +164,9 @@ def test_buzon_imap_runs_until_sigterm(tmp_path: Path, dovecot: Dovecot) -> None
 data_dir = "{tmp_path / "data"}"
 support_addresses = ["soporte@soporte.example"]
 
+[http]
+enabled = false
+
 [imap]
 reconnect_min_seconds = 0.1
 

@@ -42,6 +42,7 @@ class Buzon:
             'secret_key = "test-secret"\n'
             "[ingest]\npoll_interval = 0.2\nstale_claim_seconds = 10\n"
             "[smtp]\nshutdown_grace = 10\n"
+            "[http]\nenabled = false\n"
         )
         self.log = tmp_path / "buzon.log"
         self.port = 0

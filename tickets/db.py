@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 0x62757A6F6E  # "buzon": the PostgreSQL advisory lock key for upgrades
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -56,6 +57,11 @@ def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest migration (idempotent)."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Instances starting together on one database would otherwise run the same
+            # DDL at once and the loser fail (duplicate pg_type row). The lock lasts until
+            # this transaction commits; the next one then finds the schema current.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "heads")
 

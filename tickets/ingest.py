@@ -27,6 +27,7 @@ from parsers.thread_keys import (
     ticket_from_message_id,
     ticket_from_subject,
 )
+from tickets import survey
 from tickets.blobstore import BlobStore
 from tickets.changes import Change, CustomerReplied, TicketCreated
 from tickets.errors import TicketError
@@ -239,6 +240,11 @@ def _apply(session: Session, policy: MailPolicy, row: RawMessage, msg: ParsedMes
     if ticket is not None and ticket.status != Status.CLOSED:
         session.refresh(ticket, with_for_update=True)  # no lost updates across workers
         return _apply_reply(session, policy, row, msg, sender, ticket, dedupe_key)
+    if ticket is not None and (rating := survey.survey_rating(session, ticket, msg)) is not None:
+        # An answer to the closing survey: kept on the closed ticket, no follow-up ticket.
+        article = _add_article(session, policy, row, msg, ticket, sender, dedupe_key)
+        survey.record_rating(session, ticket, rating, sender.email, article.id)
+        return Outcome(row.id, RawState.PROCESSED, ticket.id, article.id, "survey answer")
     return _open_ticket(session, policy, row, msg, sender, dedupe_key, parent=ticket)
 
 
