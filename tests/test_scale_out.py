@@ -37,11 +37,10 @@ SUPPORT = "soporte@soporte.example"
 # Error texts that must never reach a log: a consistent lock order (and the retry in
 # `process`) is supposed to make them impossible.
 LOCK_ERRORS = ("deadlock detected", "could not serialize", "SerializationFailure")
-# How many mails the big run sends. 5,000 is the figure and passes, but takes
-# 130-150 s on the 2-core CI machine (~35 mails/s processed by three instances, CPU-bound):
-# over the ~90 s budget, so the default is 2,000 (see bench/RESULTS.md, "Scale-out").
-# BUZON_SCALE_MAILS=5000 runs the full figure.
-SCALE_MAILS = int(os.environ.get("BUZON_SCALE_MAILS", "2000"))
+# How many mails the big run sends: the 5,000, which takes 130-150 s on the
+# 2-core CI machine (~35 mails/s processed by three instances, CPU-bound; see
+# bench/RESULTS.md, "Scale-out"). BUZON_SCALE_MAILS=500 for a quick local run.
+SCALE_MAILS = int(os.environ.get("BUZON_SCALE_MAILS", "5000"))
 
 pytestmark = pytest.mark.postgres
 
@@ -239,7 +238,7 @@ def assert_clean_logs(group: Sequence[Instance]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(480)
 def test_three_instances_take_every_mail_once_and_thread_replies_across_them(
     tmp_path: Path, pg_url: str
 ) -> None:
