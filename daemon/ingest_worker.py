@@ -3,16 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 from collections.abc import Callable
 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from tickets.ingest import AfterApply, Outcome, claim_pending, process
+from tickets.ingest import AfterApply, Outcome, claim_pending, claimers, process, release_claims
 from tickets.policy import MailPolicy
 
 log = logging.getLogger("buzon.ingest")
+
+
+def _is_dead(claimer: str, me: str) -> bool:
+    if claimer == me:
+        return True  # an instance name is unique: a claim under it before we ran is stale
+    host, _, pid = claimer.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's worker: its claims expire by age
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 class IngestWorker:
@@ -52,9 +70,25 @@ class IngestWorker:
             total += handled
         return total
 
+    def recover_dead_claims(self) -> int:
+        """Rows a crashed predecessor claimed would wait `stale_claim_seconds`; when we know
+        the claimer is dead (our own name, or a process of this host that is gone), they
+        go back to the queue now."""
+        dead = {c for c in claimers(self.sessions) if _is_dead(c, self.policy.instance)}
+        released = release_claims(self.sessions, dead) if dead else 0
+        if released:
+            log.info(
+                "released %s message(s) claimed by dead worker(s) %s",
+                released,
+                ",".join(sorted(dead)),
+            )
+        return released
+
     async def run(self, stop: asyncio.Event) -> None:
         """Work until `stop` is set; `wake` cuts the idle wait short when mail arrives."""
         outage = False
+        with contextlib.suppress(OperationalError):
+            await asyncio.to_thread(self.recover_dead_claims)
         while not stop.is_set():
             # Cleared before the pass, so that mail accepted during it wakes the next one.
             self.wake.clear()

@@ -336,3 +336,20 @@ def test_repeated_failure_quarantines(app: App) -> None:
     )
     states = [process(app.sessions, app.policy, raw_id).state for _ in range(3)]
     assert states == ["failed", "failed", "quarantined"]
+
+
+def test_claims_of_a_dead_local_worker_are_released_at_start(app: App) -> None:
+    import socket
+
+    from daemon.components import ingest_worker
+    from tickets.ingest import claim_pending
+
+    for n in range(3):
+        accept(app.sessions, mail(ANA, f"Consulta {n}", "hola"), "smtp")
+    dead = f"{socket.gethostname()}:999999999"  # no such process
+    assert len(claim_pending(app.sessions, dead, 2, 300)) == 2
+    assert len(claim_pending(app.sessions, "other-host:1", 1, 300)) == 1  # alive elsewhere
+    worker = ingest_worker(app)
+    assert worker.recover_dead_claims() == 2
+    assert worker.drain() == 2  # the other host's claim waits for its age-out
+    assert count(app, RawMessage, RawMessage.state == "processing") == 1

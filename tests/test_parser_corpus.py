@@ -6,7 +6,6 @@ Parametrized per folder, not per file: a failure lists the offending file names.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from pathlib import Path
 
@@ -16,8 +15,6 @@ from parsers import MailKind, ParsedMessage, parse
 from parsers.charsets import decode_bytes
 from parsers.htmltext import html_to_text
 from parsers.reply import strip_reply
-
-CORPUS = Path(os.environ.get("BUZON_CORPUS") or Path(__file__).parents[2] / "shared" / "corpus")
 
 TOP_FOLDERS = [
     "alfonsrv-mail-parser-reply",
@@ -83,16 +80,6 @@ REPLY_BODY_FOLDERS = [
     "zapier-email-reply-parser",
     "mailgun-talon",
 ]
-
-
-@pytest.fixture(scope="module")
-def corpus() -> Path:
-    if CORPUS.is_dir():
-        return CORPUS
-    reason = f"mail corpus not found at {CORPUS} (set BUZON_CORPUS or check out ../shared/corpus)"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
 
 
 def files_in(folder: Path, *, recursive: bool = True) -> list[Path]:

@@ -131,6 +131,29 @@ def claim_pending(sf: SessionFactory, instance: str, limit: int, stale_seconds: 
         return ids
 
 
+def claimers(sf: SessionFactory) -> set[str]:
+    """Who holds rows in `processing` right now."""
+    with sf() as session:
+        return set(
+            session.scalars(
+                select(RawMessage.claimed_by)
+                .where(RawMessage.state == RawState.PROCESSING)
+                .distinct()
+            )
+        ) - {None}  # type: ignore[arg-type]
+
+
+def release_claims(sf: SessionFactory, holders: Iterable[str]) -> int:
+    """Give the rows of dead claimers back to the queue at once."""
+    with sf.begin() as session:
+        result = session.execute(
+            update(RawMessage)
+            .where(RawMessage.state == RawState.PROCESSING, RawMessage.claimed_by.in_(holders))
+            .values(state=RawState.PENDING, claimed_at=None, claimed_by=None)
+        )
+        return result.rowcount or 0
+
+
 def reset_for_reprocess(sf: SessionFactory, raw_ids: Iterable[int]) -> int:
     with sf.begin() as session:
         result = session.execute(
