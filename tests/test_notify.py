@@ -95,14 +95,15 @@ def events(app: App, number: int, kind: str) -> list[Event]:
         return list(s.scalars(select(Event).where(Event.ticket_id == number, Event.kind == kind)))
 
 
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
+# Registered under short names; other modules import the *_fixture functions.
+@pytest.fixture(name="sink")
+def sink_fixture() -> Iterator[SmtpSink]:
     with running_sink() as running:
         yield running
 
 
-@pytest.fixture
-def rapp(tmp_path: Path, db_url: str, sink: SmtpSink) -> Iterator[App]:
+@pytest.fixture(name="rapp")
+def rapp_fixture(tmp_path: Path, db_url: str, sink: SmtpSink) -> Iterator[App]:
     application = relay_app(tmp_path, db_url, sink)
     yield application
     application.engine.dispose()

@@ -7,16 +7,13 @@ would give (the SMTP listener is wired to the same two calls).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from email.message import EmailMessage
 from email.utils import make_msgid
-from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from daemon.app import App
-from tests.fixtures.smtp_sink import SmtpSink, running_sink
+from tests.fixtures.smtp_sink import SmtpSink
 from tests.test_notify import (
     AGENT,
     LUIS,
@@ -25,24 +22,12 @@ from tests.test_notify import (
     deliver,
     new_ticket,
     parsed,
-    relay_app,
+    rapp_fixture,  # noqa: F401 (fixture)
+    sink_fixture,  # noqa: F401 (fixture)
 )
 from tickets import actions
 from tickets.ingest import accept, process
 from tickets.models import OutboxMessage, RawMessage, Ticket
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with running_sink() as running:
-        yield running
-
-
-@pytest.fixture
-def rapp(tmp_path: Path, db_url: str, sink: SmtpSink) -> Iterator[App]:
-    application = relay_app(tmp_path, db_url, sink)
-    yield application
-    application.engine.dispose()
 
 
 def answer_to(notification: EmailMessage, frm: str, text: str, **headers: str) -> bytes:
