@@ -22,12 +22,19 @@ from tests.conftest import make_app
 from tests.fixtures.smtp_sink import SmtpSink
 from tests.mailbuilder import mail
 from tests.test_lifecycle import buzon
-from tests.test_notify import AGENT, ANA, act, ingest, new_ticket, parsed, relay_app, sink
+from tests.test_notify import (
+    AGENT,
+    ANA,
+    act,
+    ingest,
+    new_ticket,
+    parsed,
+    relay_app,
+    sink_fixture,  # noqa: F401 (fixture "sink")
+)
 from tickets import actions
 from tickets.models import Job, OutboxMessage, Ticket, utcnow
 from tickets.sla import refresh
-
-__all__ = ["sink"]  # the SMTP sink fixture, shared with test_notify
 
 LEAD = "lider@soporte.example"
 BOSS = "gerente@soporte.example"

@@ -12,12 +12,20 @@ from sqlalchemy import select
 from daemon.app import App
 from tests.fixtures.smtp_sink import SmtpSink
 from tests.mailbuilder import mail
-from tests.test_notify import AGENT, ANA, act, count, events, ingest, new_ticket, relay_app, sink
+from tests.test_notify import (
+    AGENT,
+    ANA,
+    act,
+    count,
+    events,
+    ingest,
+    new_ticket,
+    relay_app,
+    sink_fixture,  # noqa: F401 (fixture "sink")
+)
 from tickets import actions
 from tickets.models import OutboxMessage, Ticket
 from tickets.survey import parse_rating
-
-__all__ = ["sink"]  # the SMTP sink fixture, shared with test_notify
 
 
 @pytest.mark.parametrize(
