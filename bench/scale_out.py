@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.smtp_intake import machine  # noqa: E402
+from tests.fixtures.scale_out import Database, Instance, Senders, instances, mid  # noqa: E402
 from tests.mailbuilder import mail  # noqa: E402
-from tests.test_scale_out import Database, Instance, Senders, instances, mid  # noqa: E402
 
 PG_URL = os.environ.get("BUZON_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -1,7 +1,9 @@
-"""Shared fixtures: databases (SQLite and PostgreSQL), an App on a temp data dir.
+"""Shared fixtures: databases (SQLite and PostgreSQL), an App on a temp data dir, and the
+fixture modules of tests/fixtures/ registered as plugins (their fixtures are used by name).
 
 A server that is absent makes its tests skip with a loud reason, and in CI
 (CI=true) it makes them fail instead: CI must never go green by skipping.
+Plain helpers shared by test modules are in tests/helpers.py, never imported from here.
 """
 
 from __future__ import annotations
@@ -16,29 +18,29 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from daemon.app import App
-from daemon.config import load_settings
+
+# Asserts in the shared helpers report like asserts in tests: registered before the import.
+pytest.register_assert_rewrite("tests.helpers")
+from tests.helpers import IN_CI, make_app, missing, missing_server  # noqa: E402
+
+# Imported in this order, each before anything imports it, so pytest rewrites their asserts.
+pytest_plugins = [
+    "tests.fixtures.smtp_sink",
+    "tests.fixtures.apps",
+    "tests.fixtures.dovecot",
+    "tests.fixtures.smtp_listener",
+]
 
 PG_URL = os.environ.get("BUZON_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-IN_CI = os.environ.get("CI", "").lower() == "true"
 CORPUS = Path(
     os.environ.get("BUZON_CORPUS", Path(__file__).resolve().parents[2] / "shared" / "corpus")
 )
 
-_missing: set[str] = set()
-
-
-def missing_server(name: str, why: str) -> None:
-    """Skip loudly, or fail in CI, when a server the test needs is absent."""
-    _missing.add(f"{name}: {why}")
-    if IN_CI:
-        pytest.fail(f"{name} is required in CI but unavailable: {why}", pytrace=False)
-    pytest.skip(f"SERVER MISSING - {name}: {why}")
-
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _missing:
+    if missing:
         terminalreporter.section("SERVERS MISSING: tests below did not run", sep="!", red=True)
-        for line in sorted(_missing):
+        for line in sorted(missing):
             terminalreporter.write_line(f"  {line}", red=True)
 
 
@@ -78,19 +80,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'buzon.db'}"
     return request.getfixturevalue("pg_url")
-
-
-def make_app(tmp_path: Path, db_url: str, **overrides: object) -> App:
-    settings = load_settings(
-        None,
-        data_dir=tmp_path / "data",
-        database_url=db_url,
-        secret_key="test-secret",
-        **overrides,
-    )
-    app = App(settings)
-    app.prepare()
-    return app
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from daemon.app import App
 from daemon.components import ingest_worker
-from tests.conftest import make_app
+from tests.helpers import make_app
 from tickets.ingest import accept
 from tickets.models import RawMessage
 

@@ -18,15 +18,8 @@ from sqlalchemy import func, select
 from daemon.app import App
 from daemon.imap_auth import OAuth2Login, TokenError
 from daemon.imap_poller import mailbox_status, poller_for
-from tests.conftest import make_app
-from tests.fixtures.dovecot import (  # noqa: F401 (the fixtures are used by name)
-    Dovecot,
-    dovecot_factory_fixture,
-    dovecot_fixture,
-    mailbox_config,
-    running,
-    wait_until,
-)
+from tests.fixtures.dovecot import Dovecot, mailbox_config, running, wait_until
+from tests.helpers import make_app
 from tests.mailbuilder import mail
 from tickets.models import Ticket
 

@@ -7,22 +7,13 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
 from daemon.app import App
 from daemon.imap_poller import poller_for
-from tests.conftest import make_app
-from tests.fixtures.dovecot import (  # noqa: F401 (the fixtures are used by name)
-    Dovecot,
-    dovecot_factory_fixture,
-    dovecot_fixture,
-    mailbox_config,
-    running,
-    wait_until,
-)
+from tests.fixtures.dovecot import Dovecot, mailbox_config, running, wait_until
+from tests.helpers import count, make_app
 from tests.mailbuilder import mail
 from tickets import leases
 from tickets.models import RawMessage, Ticket, utcnow
@@ -83,11 +74,6 @@ def instance(tmp_path: Path, server: Dovecot, name: str, db_url: str) -> App:
             "mailboxes": [mailbox_config(server)],
         },
     )
-
-
-def count(app: App, model: Any) -> int:
-    with app.sessions() as session:
-        return session.scalar(select(func.count()).select_from(model)) or 0
 
 
 @pytest.mark.dovecot

@@ -9,21 +9,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from daemon.app import App
 from daemon.imap_poller import ImapPoller, mailbox_status, poller_for
-from tests.conftest import make_app
-from tests.fixtures.dovecot import (  # noqa: F401 (the fixtures are used by name)
+from tests.fixtures.dovecot import (
     CAPABILITY_WITHOUT_IDLE,
     CAPABILITY_WITHOUT_MOVE,
     Dovecot,
-    dovecot_factory_fixture,
-    dovecot_fixture,
     mailbox_config,
     running,
     wait_until,
 )
+from tests.helpers import count, make_app
 from tests.mailbuilder import mail
 from tickets.ingest import accept, process
 from tickets.models import Article, ImapMailboxState, RawMessage, Ticket
@@ -50,11 +48,6 @@ def imap_app(tmp_path: Path, server: Dovecot, **mailbox: Any) -> App:
 
 def poller(app: App) -> ImapPoller:
     return poller_for(app, app.settings.imap.mailboxes[0])
-
-
-def count(app: App, model: Any, *where: Any) -> int:
-    with app.sessions() as session:
-        return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
 
 def inbound_articles(app: App) -> int:

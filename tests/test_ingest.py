@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from daemon.app import App
 from parsers.thread_keys import make_message_id, plus_address, subject_tag
+from tests.helpers import count, make_app
 from tests.mailbuilder import mail, message_id, quote
 from tickets.ingest import Outcome, accept, process, reset_for_reprocess
 from tickets.lifecycle import change_status
@@ -32,11 +33,6 @@ def ingest(
 ) -> Outcome:
     raw_id = accept(app.sessions, raw, source, envelope)
     return process(app.sessions, app.policy, raw_id)
-
-
-def count(app: App, model: type, *where: Any) -> int:
-    with app.sessions() as s:
-        return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
 
 def ticket(app: App, number: int) -> Ticket:
@@ -156,8 +152,6 @@ def test_tag_alone_from_an_outsider_does_not_join(app: App) -> None:
 
 
 def test_tag_alone_from_outsider_joins_when_configured(tmp_path: Path, db_url: str) -> None:
-    from tests.conftest import make_app
-
     loose = make_app(tmp_path, db_url, tag_requires_participant=False)
     number = ingest(loose, mail(ANA, "Hola", "x")).ticket_id
     other = ingest(loose, mail("Eve <eve@evil.example>", f"RE[2]: [#{number}] Hola", "y"))

@@ -4,49 +4,21 @@ from __future__ import annotations
 
 import json
 import mailbox
-import os
-import subprocess
-import sys
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from daemon.app import App
-from tests.conftest import make_app
+from tests.helpers import AGENT, act, buzon, make_app, new_ticket
 from tests.mailbuilder import mail
 from tickets import actions
-from tickets.changes import Assigned, Change, StatusChanged
+from tickets.changes import Assigned, StatusChanged
 from tickets.errors import InvalidTransition, TicketError
-from tickets.ingest import accept, process
 from tickets.lifecycle import TRANSITIONS, Status, event_marks, time_spent
 from tickets.models import Article, Event, OutboxMessage, Ticket
 from tickets.priority import InvalidPriority, PriorityMatrix
-
-AGENT = "maria"
-
-
-def open_ticket(app: App) -> int:
-    raw = mail("Ana Pérez <ana@clinica.example>", "No puedo agendar", "Hola, no puedo.")
-    outcome = process(app.sessions, app.policy, accept(app.sessions, raw, "pipe"), app.after_apply)
-    assert outcome.ticket_id is not None
-    return outcome.ticket_id
-
-
-def run_action(
-    app: App, number: int, action: Callable[[Session, Ticket], list[Change]]
-) -> list[Change]:
-    """What an agent's command does: the action, SLA and mail in one transaction."""
-    with app.sessions.begin() as session:
-        ticket = actions.load_ticket(session, number)
-        changes = action(session, ticket)
-        assert app.after_apply is not None
-        app.after_apply(session, changes)
-        return changes
-
 
 # --- transitions ----------------------------------------------------------------------------
 
@@ -60,20 +32,20 @@ def test_transition_table_is_the_documented_one() -> None:
 
 
 def test_invalid_transitions_are_refused_with_a_clear_message(app: App) -> None:
-    number = open_ticket(app)
-    run_action(app, number, lambda s, t: actions.set_status(s, t, "closed", AGENT))
+    number, _ = new_ticket(app, subject="No puedo agendar", text="Hola, no puedo.")
+    act(app, number, lambda s, t: actions.set_status(s, t, "closed", AGENT))
     with pytest.raises(InvalidTransition, match="cannot move from closed to in_progress"):
-        run_action(app, number, lambda s, t: actions.set_status(s, t, "in_progress", AGENT))
+        act(app, number, lambda s, t: actions.set_status(s, t, "in_progress", AGENT))
     with pytest.raises(InvalidTransition, match="unknown status 'pending'"):
-        run_action(app, number, lambda s, t: actions.set_status(s, t, "pending", AGENT))
+        act(app, number, lambda s, t: actions.set_status(s, t, "pending", AGENT))
     with pytest.raises(TicketError, match="is closed"):
-        run_action(app, number, lambda s, t: actions.reply(s, t, AGENT, "hola"))
+        act(app, number, lambda s, t: actions.reply(s, t, AGENT, "hola"))
 
 
 def test_resolved_then_reopened_clears_resolved_at(app: App) -> None:
-    number = open_ticket(app)
-    run_action(app, number, lambda s, t: actions.set_status(s, t, "resolved", AGENT))
-    changes = run_action(app, number, lambda s, t: actions.set_status(s, t, "in_progress", AGENT))
+    number, _ = new_ticket(app, subject="No puedo agendar", text="Hola, no puedo.")
+    act(app, number, lambda s, t: actions.set_status(s, t, "resolved", AGENT))
+    changes = act(app, number, lambda s, t: actions.set_status(s, t, "in_progress", AGENT))
     assert changes == [StatusChanged(number, "resolved", "in_progress", AGENT)]
     with app.sessions() as s:
         ticket = s.get(Ticket, number)
@@ -84,10 +56,10 @@ def test_resolved_then_reopened_clears_resolved_at(app: App) -> None:
 
 
 def test_escalation_records_team_reason_type_and_resets_to_new(app: App) -> None:
-    number = open_ticket(app)
-    run_action(app, number, lambda s, t: actions.assign(s, t, AGENT, agent="maria", team="Salud"))
+    number, _ = new_ticket(app, subject="No puedo agendar", text="Hola, no puedo.")
+    act(app, number, lambda s, t: actions.assign(s, t, AGENT, agent="maria", team="Salud"))
     outbox_before = _count_outbox(app)
-    run_action(
+    act(
         app,
         number,
         lambda s, t: actions.escalate(
@@ -126,7 +98,7 @@ def test_escalation_records_team_reason_type_and_resets_to_new(app: App) -> None
         assert note.author == AGENT and "Quiere revisar un pago pendiente" in note.text
     assert _count_outbox(app) == outbox_before  # level changes are never told to customers
     with pytest.raises(TicketError, match="unknown type 'dolor'"):
-        run_action(
+        act(
             app,
             number,
             lambda s, t: actions.escalate(
@@ -134,7 +106,7 @@ def test_escalation_records_team_reason_type_and_resets_to_new(app: App) -> None
             ),
         )
     with pytest.raises(TicketError, match="needs a reason"):
-        run_action(
+        act(
             app,
             number,
             lambda s, t: actions.escalate(
@@ -144,9 +116,9 @@ def test_escalation_records_team_reason_type_and_resets_to_new(app: App) -> None
 
 
 def test_time_per_level_and_team_is_computed_from_the_events(app: App) -> None:
-    number = open_ticket(app)
-    run_action(app, number, lambda s, t: actions.assign(s, t, AGENT, team="Salud"))
-    run_action(
+    number, _ = new_ticket(app, subject="No puedo agendar", text="Hola, no puedo.")
+    act(app, number, lambda s, t: actions.assign(s, t, AGENT, team="Salud"))
+    act(
         app,
         number,
         lambda s, t: actions.escalate(
@@ -158,8 +130,8 @@ def test_time_per_level_and_team_is_computed_from_the_events(app: App) -> None:
             escalation_type="appointment",
         ),
     )
-    run_action(app, number, lambda s, t: actions.set_status(s, t, "resolved", AGENT))
-    run_action(app, number, lambda s, t: actions.set_status(s, t, "in_progress", AGENT))
+    act(app, number, lambda s, t: actions.set_status(s, t, "resolved", AGENT))
+    act(app, number, lambda s, t: actions.set_status(s, t, "in_progress", AGENT))
     # Put the history on a known clock: created 09:00, team 09:30, escalated 11:00,
     # resolved 12:00, reopened 15:00; read at 16:00.
     t0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
@@ -203,28 +175,28 @@ def test_time_spent_is_pure_over_marks() -> None:
 
 
 def test_assigning_an_agent_takes_a_new_ticket_in_progress(app: App) -> None:
-    number = open_ticket(app)
-    changes = run_action(app, number, lambda s, t: actions.assign(s, t, AGENT, agent="luis"))
+    number, _ = new_ticket(app, subject="No puedo agendar", text="Hola, no puedo.")
+    changes = act(app, number, lambda s, t: actions.assign(s, t, AGENT, agent="luis"))
     assert changes == [
         Assigned(number, "luis", None, AGENT),
         StatusChanged(number, "new", "in_progress", AGENT),
     ]
     with pytest.raises(TicketError, match="already assigned"):
-        run_action(app, number, lambda s, t: actions.assign(s, t, AGENT, agent="luis"))
-    changes = run_action(app, number, lambda s, t: actions.assign(s, t, AGENT, team="PX"))
+        act(app, number, lambda s, t: actions.assign(s, t, AGENT, agent="luis"))
+    changes = act(app, number, lambda s, t: actions.assign(s, t, AGENT, team="PX"))
     assert changes == [Assigned(number, "luis", "PX", AGENT)]  # no status change this time
 
 
 def test_configured_teams_are_enforced(tmp_path: Path) -> None:
     app = make_app(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", tickets={"teams": ["PX", "Salud"]})
-    number = open_ticket(app)
+    number, _ = new_ticket(app, subject="No puedo agendar", text="Hola, no puedo.")
     with pytest.raises(TicketError, match="unknown team 'Ventas'; one of: PX, Salud"):
-        run_action(
+        act(
             app,
             number,
             lambda s, t: actions.assign(s, t, AGENT, team="Ventas", catalogue=app.catalogue),
         )
-    run_action(
+    act(
         app, number, lambda s, t: actions.assign(s, t, AGENT, team="px", catalogue=app.catalogue)
     )
     with app.sessions() as s:
@@ -241,8 +213,8 @@ def test_priority_matrix_default_aliases_and_configuration(tmp_path: Path) -> No
         matrix.priority("high", "now")
     custom = {"critical": {"soon": "P1", "later": "P2"}, "minor": {"soon": "P3", "later": "P4"}}
     app = make_app(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", tickets={"priority_matrix": custom})
-    number = open_ticket(app)
-    changes = run_action(
+    number, _ = new_ticket(app, subject="No puedo agendar", text="Hola, no puedo.")
+    changes = act(
         app,
         number,
         lambda s, t: actions.set_priority(
@@ -274,28 +246,6 @@ def _count_outbox(app: App) -> int:
 
 
 # --- the commands, as agents run them -----------------------------------------------------------
-
-
-def buzon(
-    args: list[str], workdir: Path, stdin: str | None = None, **env: str
-) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("BUZON_")}
-    environment.update(
-        BUZON_DATA_DIR=str(workdir / "data"),
-        BUZON_SECRET_KEY="test-secret",
-        BUZON_SUPPORT_ADDRESSES='["soporte@soporte.example"]',
-        BUZON_AGENT="maria",
-        **env,
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
-        cwd=workdir,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=environment,
-    )
 
 
 def test_agent_commands_end_to_end_with_the_local_maildir(tmp_path: Path) -> None:

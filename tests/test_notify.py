@@ -3,123 +3,39 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
-from datetime import datetime
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from daemon.app import App
-from notifier.delivery import deliver_due
 from parsers.thread_keys import ticket_from_address, ticket_from_message_id
-from tests.conftest import make_app
-from tests.fixtures.smtp_sink import Received, SmtpSink, running_sink
+from tests.fixtures.smtp_sink import SmtpSink
+from tests.helpers import (
+    AGENT,
+    ANA,
+    LUIS,
+    MARTA,
+    act,
+    body,
+    count,
+    deliver,
+    events,
+    ingest,
+    new_ticket,
+    parsed,
+    relay_app,
+)
 from tests.mailbuilder import mail, message_id
 from tickets import actions
 from tickets.blobstore import BlobStore
-from tickets.changes import Change
-from tickets.ingest import Outcome, accept, process
 from tickets.models import (
     Article,
-    Event,
     MailAddress,
     OutboxMessage,
     OutboxRecipient,
     Ticket,
 )
-
-ANA = "Ana Pérez <ana@clinica.example>"
-LUIS = "Luis Gómez <luis@clinica.example>"
-MARTA = "Marta Ruiz <marta@clinica.example>"
-AGENT = "maria"
-
-
-# --- helpers shared with test_outbox*.py ------------------------------------------------------
-
-
-def relay_app(tmp_path: Path, db_url: str, sink: SmtpSink, **overrides: Any) -> App:
-    outbound = {"relay": sink.relay, "security": "none", **overrides.pop("outbound", {})}
-    return make_app(
-        tmp_path,
-        db_url,
-        agents=["agente@soporte.example"],
-        support_addresses=["soporte@soporte.example"],
-        aliases=["ayuda@soporte.example"],
-        outbound=outbound,
-        **overrides,
-    )
-
-
-def ingest(app: App, raw: bytes) -> Outcome:
-    return process(app.sessions, app.policy, accept(app.sessions, raw, "pipe"), app.after_apply)
-
-
-def act(app: App, number: int, action: Callable[[Session, Ticket], list[Change]]) -> None:
-    """What an agent's command does: the action and its mail in one transaction."""
-    with app.sessions.begin() as session:
-        ticket = actions.load_ticket(session, number)
-        changes = action(session, ticket)
-        assert app.after_apply is not None
-        app.after_apply(session, changes)
-
-
-def deliver(app: App, now: datetime | None = None) -> Counter[str]:
-    return deliver_due(app.sessions, app.transport(), now, app.delivery_policy)
-
-
-def parsed(item: Received) -> EmailMessage:
-    msg = message_from_bytes(item.data, policy=policy.default)
-    assert isinstance(msg, EmailMessage)
-    return msg
-
-
-def body(msg: EmailMessage) -> str:
-    part = msg.get_body(("plain",))
-    assert part is not None
-    text: str = part.get_content()  # type: ignore[attr-defined]
-    return text.replace("\r\n", "\n")
-
-
-def count(app: App, model: type, *where: Any) -> int:
-    with app.sessions() as s:
-        return s.scalar(select(func.count()).select_from(model).where(*where)) or 0
-
-
-def events(app: App, number: int, kind: str) -> list[Event]:
-    with app.sessions() as s:
-        return list(s.scalars(select(Event).where(Event.ticket_id == number, Event.kind == kind)))
-
-
-# Registered under short names; other modules import the *_fixture functions.
-@pytest.fixture(name="sink")
-def sink_fixture() -> Iterator[SmtpSink]:
-    with running_sink() as running:
-        yield running
-
-
-@pytest.fixture(name="rapp")
-def rapp_fixture(tmp_path: Path, db_url: str, sink: SmtpSink) -> Iterator[App]:
-    application = relay_app(tmp_path, db_url, sink)
-    yield application
-    application.engine.dispose()
-
-
-def new_ticket(app: App, **kwargs: Any) -> tuple[int, bytes]:
-    raw = mail(
-        ANA,
-        kwargs.pop("subject", "No puedo agendar citas"),
-        kwargs.pop("text", "Hola, el sistema no me deja agendar."),
-        **kwargs,
-    )
-    outcome = ingest(app, raw)
-    assert outcome.state == "processed" and outcome.ticket_id is not None
-    return outcome.ticket_id, raw
-
 
 # --- acknowledgement ------------------------------------------------------------------------
 

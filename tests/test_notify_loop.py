@@ -14,17 +14,7 @@ from sqlalchemy import select
 
 from daemon.app import App
 from tests.fixtures.smtp_sink import SmtpSink
-from tests.test_notify import (
-    AGENT,
-    LUIS,
-    act,
-    count,
-    deliver,
-    new_ticket,
-    parsed,
-    rapp_fixture,  # noqa: F401 (fixture)
-    sink_fixture,  # noqa: F401 (fixture)
-)
+from tests.helpers import AGENT, LUIS, act, count, deliver, new_ticket, parsed
 from tickets import actions
 from tickets.ingest import accept, process
 from tickets.models import OutboxMessage, RawMessage, Ticket

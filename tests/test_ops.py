@@ -21,20 +21,9 @@ from pydantic import BaseModel
 from daemon.cli import main
 from daemon.config import ImapMailbox, Settings, SlaTargetConfig, load_settings
 from daemon.logs import JsonFormatter, configure
-from tests.fixtures.dovecot import (  # noqa: F401 (the fixtures are used by name)
-    Dovecot,
-    dovecot_factory_fixture,
-    dovecot_fixture,
-)
-from tests.fixtures.service import (
-    Forwarder,
-    free_port,
-    http_get,
-    samples,
-    send_mail,
-    wait_for,
-    write_config,
-)
+from tests.fixtures.dovecot import Dovecot
+from tests.fixtures.service import Forwarder, http_get, samples, send_mail, wait_for, write_config
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 

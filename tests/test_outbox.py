@@ -6,7 +6,6 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,8 +17,8 @@ from daemon.app import App
 from notifier import outbox
 from notifier.delivery import DeliveryPolicy, deliver_due
 from notifier.transports import SendResult, SmtpTransport
-from tests.fixtures.smtp_sink import SmtpSink, running_sink
-from tests.test_notify import (
+from tests.fixtures.smtp_sink import SmtpSink
+from tests.helpers import (
     AGENT,
     LUIS,
     act,
@@ -32,12 +31,6 @@ from tests.test_notify import (
 )
 from tickets import actions
 from tickets.models import MailAddress, OutboxMessage, utcnow
-
-
-@pytest.fixture
-def sink() -> Iterator[SmtpSink]:
-    with running_sink() as running:
-        yield running
 
 
 def rows(app: App) -> list[OutboxMessage]:

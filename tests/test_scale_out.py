@@ -10,30 +10,18 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import smtplib
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.exc import ProgrammingError
 
-from tests.fixtures.dovecot import (  # noqa: F401 (the fixtures are used by name)
-    Dovecot,
-    dovecot_factory_fixture,
-    dovecot_fixture,
-)
-from tests.mailbuilder import mail, message_id
-from tests.test_smtp_process import free_port, greeting
+from tests.fixtures.dovecot import Dovecot
+from tests.fixtures.scale_out import ROOT, Database, Instance, Senders, instances, mid
+from tests.mailbuilder import mail
 
-ROOT = Path(__file__).resolve().parents[1]
-SUPPORT = "soporte@soporte.example"
 # Error texts that must never reach a log: a consistent lock order (and the retry in
 # `process`) is supposed to make them impossible.
 LOCK_ERRORS = ("deadlock detected", "could not serialize", "SerializationFailure")
@@ -43,187 +31,6 @@ LOCK_ERRORS = ("deadlock detected", "could not serialize", "SerializationFailure
 SCALE_MAILS = int(os.environ.get("BUZON_SCALE_MAILS", "5000"))
 
 pytestmark = pytest.mark.postgres
-
-
-class Instance:
-    """One buzón process with its own port, name and log; database and data dir shared."""
-
-    def __init__(self, root: Path, name: str, db_url: str, extra: str = "") -> None:
-        self.name = name
-        self.config = root / f"{name}.toml"
-        self.log = root / f"{name}.log"
-        self.port = free_port()
-        self.config.write_text(
-            f'data_dir = "{root / "shared-data"}"\n'
-            f'database_url = "{db_url}"\n'
-            f'instance_name = "{name}"\n'
-            f'support_addresses = ["{SUPPORT}"]\n'
-            'secret_key = "scale-out-secret"\n'
-            "[ingest]\npoll_interval = 0.2\nstale_claim_seconds = 10\n"
-            "[smtp]\nshutdown_grace = 5\n"
-            "[http]\nenabled = false\n" + extra
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, command: str = "smtp") -> None:
-        cmd = [sys.executable, "-m", "daemon", command, "--config", str(self.config)]
-        if command == "smtp":
-            cmd += ["--listen", f"127.0.0.1:{self.port}"]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
-
-    def wait_greeting(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not greeting(self.port).startswith(b"220"):
-            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()
-            assert time.monotonic() < deadline, f"{self.name} did not greet:\n{self.logtext()}"
-            time.sleep(0.05)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it lingers; always by this process's own PID."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def logtext(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-@contextmanager
-def instances(
-    tmp_path: Path, db_url: str, count: int, command: str = "smtp", extra: str = ""
-) -> Iterator[list[Instance]]:
-    group = [Instance(tmp_path, f"uno-{i}", db_url, extra) for i in range(count)]
-    with ExitStack() as stack:
-        for one in group:
-            stack.callback(one.stop)
-        # One after the other: the first applies the migrations, the others find them done.
-        for one in group:
-            one.start(command)
-            if command == "smtp":
-                one.wait_greeting()
-        yield group
-
-
-class Database:
-    def __init__(self, url: str) -> None:
-        self.engine = create_engine(url)
-
-    def rows(self, sql: str, **params: object) -> list[tuple[object, ...]]:
-        with self.engine.connect() as conn:
-            return [tuple(row) for row in conn.execute(text(sql), params)]
-
-    def one(self, sql: str, **params: object) -> object:
-        return self.rows(sql, **params)[0][0]
-
-    def wait_for(self, sql: str, expected: object, timeout: float, why: str = "") -> None:
-        """Poll until `sql` gives `expected`; a schema not migrated yet counts as not yet."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if self.one(sql) == expected:
-                    return
-            except ProgrammingError:
-                pass
-            assert time.monotonic() < deadline, f"{sql} never gave {expected!r}\n{why}"
-            time.sleep(0.1)
-
-    def wait_processed(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        waiting = "SELECT count(*) FROM raw_messages WHERE state IN ('pending', 'processing')"
-        while left := self.one(waiting):
-            assert time.monotonic() < deadline, f"{left} rows still unprocessed"
-            time.sleep(0.2)
-
-
-class Senders:
-    """Client threads; mail j of a thread goes to listener j mod n, so consecutive mails
-    of one thread (and replies to one ticket) land on different instances. A failed
-    delivery moves on to the next listener and sends the same mail again, like an MTA."""
-
-    def __init__(self, ports: Sequence[int], mails: Sequence[bytes], threads: int) -> None:
-        self.ports = list(ports)
-        self.acked: list[str] = []
-        self.lock = threading.Condition()
-        self.errors: list[str] = []
-        self.threads = [
-            threading.Thread(target=self._send, args=(i, mails[i::threads]), daemon=True)
-            for i in range(threads)
-        ]
-
-    def run(self) -> None:
-        self.start()
-        self.join()
-
-    def start(self) -> None:
-        for thread in self.threads:
-            thread.start()
-
-    def join(self, timeout: float = 300) -> None:
-        for thread in self.threads:
-            thread.join(timeout)
-        assert not any(t.is_alive() for t in self.threads), "a sender is stuck"
-        assert not self.errors, self.errors[:5]
-
-    def wait_acked(self, count: int, timeout: float = 120.0) -> None:
-        with self.lock:
-            assert self.lock.wait_for(lambda: len(self.acked) >= count, timeout)
-
-    def _send(self, index: int, mails: Sequence[bytes]) -> None:
-        clients: dict[int, smtplib.SMTP] = {}
-        dead: set[int] = set()
-        try:
-            for j, raw in enumerate(mails):
-                port = self.ports[(index + j) % len(self.ports)]
-                for _ in range(len(self.ports) * 3):
-                    # A dropped session may be a listener's own limit: one fresh connection
-                    # to the same port before it counts as gone.
-                    if port not in dead and (
-                        self._deliver(clients, port, raw) or self._deliver(clients, port, raw)
-                    ):
-                        break
-                    dead.add(port)  # this MX is gone: the next one gets the mail
-                    alive = [p for p in self.ports if p not in dead]
-                    if not alive:
-                        self.errors.append("every listener is gone")
-                        return
-                    port = alive[j % len(alive)]
-                else:
-                    self.errors.append(f"undeliverable: {message_id(raw)}")
-        finally:
-            for client in clients.values():
-                try:
-                    client.quit()
-                except (smtplib.SMTPException, OSError):
-                    client.close()
-
-    def _deliver(self, clients: dict[int, smtplib.SMTP], port: int, raw: bytes) -> bool:
-        try:
-            if port not in clients:
-                clients[port] = smtplib.SMTP("127.0.0.1", port, timeout=30)
-            clients[port].sendmail("remitente@clinica.example", [SUPPORT], raw)
-        except (smtplib.SMTPException, OSError):
-            clients.pop(port, None)
-            return False
-        with self.lock:  # sendmail returned: that listener answered 250
-            self.acked.append(mid(raw))
-            self.lock.notify_all()
-        return True
-
-
-def mid(raw: bytes) -> str:
-    """The Message-ID as the database stores it (without the angle brackets)."""
-    return message_id(raw).strip("<>")
 
 
 def sender(n: int) -> str:

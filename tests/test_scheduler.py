@@ -18,20 +18,19 @@ from sqlalchemy import select
 
 from daemon.app import App
 from daemon.scheduler import Scheduler
-from tests.conftest import make_app
 from tests.fixtures.smtp_sink import SmtpSink
-from tests.mailbuilder import mail
-from tests.test_lifecycle import buzon
-from tests.test_notify import (
+from tests.helpers import (
     AGENT,
     ANA,
     act,
+    buzon,
     ingest,
+    make_app,
     new_ticket,
     parsed,
     relay_app,
-    sink_fixture,  # noqa: F401 (fixture "sink")
 )
+from tests.mailbuilder import mail
 from tickets import actions
 from tickets.models import Job, OutboxMessage, Ticket, utcnow
 from tickets.sla import refresh

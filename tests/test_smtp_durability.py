@@ -20,13 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from daemon.app import App
 from daemon.config import load_settings
-from tests.conftest import make_app
 from tests.fixtures.smtp_listener import serve_smtp
+from tests.helpers import count, make_app
 from tests.mailbuilder import mail, message_id
 from tickets.models import RawMessage, Ticket
 
@@ -64,11 +64,6 @@ def rows_seen_by_a_reader(url: str) -> int:
             return conn.scalar(text("SELECT count(*) FROM raw_messages")) or 0
     finally:
         engine.dispose()
-
-
-def count(app: App, model: type, *where: object) -> int:
-    with app.sessions() as session:
-        return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
 
 
 def test_locked_store_answers_451_and_the_retry_makes_one_ticket(

@@ -20,12 +20,8 @@ from sqlalchemy.orm import undefer
 
 from daemon.app import App
 from daemon.smtp_listener import protocol_name, received_header
-from tests.conftest import make_app
-from tests.fixtures.smtp_listener import (
-    SmtpServer,
-    serve_smtp,
-    smtp_server_fixture,  # noqa: F401 (used by name)
-)
+from tests.fixtures.smtp_listener import SmtpServer, serve_smtp
+from tests.helpers import make_app
 from tests.mailbuilder import mail as build_mail
 from tickets.models import RawMessage, Ticket
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import smtplib
-import socket
 import subprocess
 import sys
 import threading
@@ -17,16 +16,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.helpers import free_port, greeting
 from tests.mailbuilder import mail, message_id
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = "soporte@soporte.example"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Buzon:
@@ -86,15 +80,6 @@ class Buzon:
         while self.query(waiting)[0][0]:
             assert time.monotonic() < deadline, f"still unprocessed:\n{self.log.read_text()}"
             time.sleep(0.1)
-
-
-def greeting(port: int) -> bytes:
-    """The first line a new connection gets ('' when nobody listens)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            return sock.makefile("rb").readline()
-    except OSError:
-        return b""
 
 
 class Burst:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import missing_server
-from tests.fixtures.service import free_port, http_get, send_mail, wait_for, write_config
+from tests.fixtures.service import http_get, send_mail, wait_for, write_config
+from tests.helpers import free_port, missing_server
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from email.utils import parseaddr
 from pathlib import Path
 
@@ -11,18 +10,8 @@ from sqlalchemy import select
 
 from daemon.app import App
 from tests.fixtures.smtp_sink import SmtpSink
+from tests.helpers import AGENT, ANA, act, count, events, ingest, new_ticket, relay_app
 from tests.mailbuilder import mail
-from tests.test_notify import (
-    AGENT,
-    ANA,
-    act,
-    count,
-    events,
-    ingest,
-    new_ticket,
-    relay_app,
-    sink_fixture,  # noqa: F401 (fixture "sink")
-)
 from tickets import actions
 from tickets.models import OutboxMessage, Ticket
 from tickets.survey import parse_rating
@@ -78,13 +67,6 @@ def test_the_comment_keeps_what_was_written() -> None:
 
 
 # --- on a real ticket ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def rapp(tmp_path: Path, db_url: str, sink: SmtpSink) -> Iterator[App]:
-    application = relay_app(tmp_path, db_url, sink)
-    yield application
-    application.engine.dispose()
 
 
 def closed_ticket(app: App) -> tuple[int, OutboxMessage]:

@@ -1,0 +1,188 @@
+"""Plain helpers shared by the test modules (fixtures live in tests/fixtures/, registered in
+conftest.py). No test module imports from another test module or from conftest: what two
+of them need lives here.
+
+- servers: `missing_server` (skip loudly, fail in CI), `free_port`, `greeting`
+- apps: `make_app` (an App on a temp data dir), `relay_app` (one that relays to a sink)
+- the real code paths: `ingest`, `new_ticket`, `act` (an agent's command), `deliver`,
+  `buzon` (the CLI as a process)
+- looking at the result: `count`, `events`, `parsed`, `body`
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from daemon.app import App
+from daemon.config import load_settings
+from notifier.delivery import deliver_due
+from tests.mailbuilder import mail
+from tickets import actions
+from tickets.changes import Change
+from tickets.ingest import Outcome, accept, process
+from tickets.models import Event, Ticket
+
+if TYPE_CHECKING:  # a runtime import would load the plugin before pytest can rewrite it
+    from tests.fixtures.smtp_sink import Received, SmtpSink
+
+ANA = "Ana Pérez <ana@clinica.example>"
+LUIS = "Luis Gómez <luis@clinica.example>"
+MARTA = "Marta Ruiz <marta@clinica.example>"
+AGENT = "maria"
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# --- servers ----------------------------------------------------------------------------------
+
+missing: set[str] = set()  # reported by conftest's terminal summary
+
+
+def missing_server(name: str, why: str) -> None:
+    """Skip loudly, or fail in CI, when a server the test needs is absent."""
+    missing.add(f"{name}: {why}")
+    if IN_CI:
+        pytest.fail(f"{name} is required in CI but unavailable: {why}", pytrace=False)
+    pytest.skip(f"SERVER MISSING - {name}: {why}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def greeting(port: int) -> bytes:
+    """The first line a new connection gets ('' when nobody listens)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            return sock.makefile("rb").readline()
+    except OSError:
+        return b""
+
+
+# --- apps -------------------------------------------------------------------------------------
+
+
+def make_app(tmp_path: Path, db_url: str, **overrides: object) -> App:
+    settings = load_settings(
+        None,
+        data_dir=tmp_path / "data",
+        database_url=db_url,
+        secret_key="test-secret",
+        **overrides,
+    )
+    app = App(settings)
+    app.prepare()
+    return app
+
+
+def relay_app(tmp_path: Path, db_url: str, sink: SmtpSink, **overrides: Any) -> App:
+    outbound = {"relay": sink.relay, "security": "none", **overrides.pop("outbound", {})}
+    return make_app(
+        tmp_path,
+        db_url,
+        agents=["agente@soporte.example"],
+        support_addresses=["soporte@soporte.example"],
+        aliases=["ayuda@soporte.example"],
+        outbound=outbound,
+        **overrides,
+    )
+
+
+# --- the real code paths ----------------------------------------------------------------------
+
+
+def ingest(app: App, raw: bytes) -> Outcome:
+    """A piped mail, processed with the app's after-change hook (SLA clocks, notifications)."""
+    return process(app.sessions, app.policy, accept(app.sessions, raw, "pipe"), app.after_apply)
+
+
+def new_ticket(app: App, **kwargs: Any) -> tuple[int, bytes]:
+    raw = mail(
+        ANA,
+        kwargs.pop("subject", "No puedo agendar citas"),
+        kwargs.pop("text", "Hola, el sistema no me deja agendar."),
+        **kwargs,
+    )
+    outcome = ingest(app, raw)
+    assert outcome.state == "processed" and outcome.ticket_id is not None
+    return outcome.ticket_id, raw
+
+
+def act(
+    app: App, number: int, action: Callable[[Session, Ticket], list[Change]]
+) -> list[Change]:
+    """What an agent's command does: the action, SLA and mail in one transaction."""
+    with app.sessions.begin() as session:
+        ticket = actions.load_ticket(session, number)
+        changes = action(session, ticket)
+        assert app.after_apply is not None
+        app.after_apply(session, changes)
+        return changes
+
+
+def deliver(app: App, now: datetime | None = None) -> Counter[str]:
+    return deliver_due(app.sessions, app.transport(), now, app.delivery_policy)
+
+
+def buzon(
+    args: list[str], workdir: Path, stdin: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m daemon ARGS` on `workdir`'s data dir, as agent maria."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("BUZON_")}
+    environment.update(
+        BUZON_DATA_DIR=str(workdir / "data"),
+        BUZON_SECRET_KEY="test-secret",
+        BUZON_SUPPORT_ADDRESSES='["soporte@soporte.example"]',
+        BUZON_AGENT="maria",
+        **env,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "daemon", *args],
+        cwd=workdir,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+    )
+
+
+# --- looking at the result --------------------------------------------------------------------
+
+
+def count(app: App, model: Any, *where: Any) -> int:
+    with app.sessions() as session:
+        return session.scalar(select(func.count()).select_from(model).where(*where)) or 0
+
+
+def events(app: App, number: int, kind: str) -> list[Event]:
+    with app.sessions() as s:
+        return list(s.scalars(select(Event).where(Event.ticket_id == number, Event.kind == kind)))
+
+
+def parsed(item: Received) -> EmailMessage:
+    msg = message_from_bytes(item.data, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def body(msg: EmailMessage) -> str:
+    part = msg.get_body(("plain",))
+    assert part is not None
+    text: str = part.get_content()  # type: ignore[attr-defined]
+    return text.replace("\r\n", "\n")
