@@ -24,11 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imapclient import IMAPClient  # noqa: E402
 
-from daemon.app import App  # noqa: E402
 from daemon.config import load_settings  # noqa: E402
-from daemon.imap_poller import ImapPoller, poller_for  # noqa: E402
+from daemon.intake.imap_poller import ImapPoller  # noqa: E402
+from daemon.wiring import App  # noqa: E402
 from tests.fixtures.dovecot import Dovecot, mailbox_config, wait_until  # noqa: E402
 from tests.mailbuilder import mail  # noqa: E402
+from tickets.ingest import process  # noqa: E402
 
 BODY = (
     "Buenos días,\n\nDesde esta mañana la agenda de la clínica no carga para los "
@@ -104,9 +105,9 @@ def backlog_rate(poller: ImapPoller, messages: int) -> float:
 def variant(app: App, kind: str) -> ImapPoller:
     """full: as deployed; ingest: tickets without SLA clocks and acknowledgements;
     store: the poller's own work only (fetch, commit raw bytes, \\Seen), rows left pending."""
-    poller = poller_for(app, app.settings.imap.mailboxes[0])
-    if kind == "ingest":
-        poller.after_apply = None
+    poller = app.imap_poller(app.settings.imap.mailboxes[0])
+    if kind == "ingest":  # the domain alone: no SLA refresh, no outbox rows
+        poller.ingest = lambda raw_id: process(app.sessions, app.policy, raw_id).state
     elif kind == "store":
         poller.ingest = lambda raw_id: "processed"
     return poller

@@ -198,10 +198,9 @@ def pid(one: Instance) -> int:
 
 def profile_one(mails: list[bytes], top: int) -> str:
     """Accept the mails, then drain them with one in-process worker under cProfile."""
-    from daemon.app import App
-    from daemon.components import ingest_worker
     from daemon.config import load_settings
-    from tickets.ingest import accept
+    from daemon.wiring import App
+    from tickets.inbox import accept
 
     with fresh_schema() as url, tempfile.TemporaryDirectory(prefix="buzon-prof-") as tmp:
         settings = load_settings(
@@ -215,7 +214,7 @@ def profile_one(mails: list[bytes], top: int) -> str:
         app.prepare()
         for raw in mails:
             accept(app.sessions, raw, "smtp", {"mail_from": "x@clinica.example"})
-        worker = ingest_worker(app)
+        worker = app.ingest_worker()
         profiler = cProfile.Profile()
         wall, cpu = time.perf_counter(), time.process_time()
         profiler.enable()

@@ -70,9 +70,8 @@ def serve_bare(port: int, max_size: int) -> None:
 def serve_intake_only(port: int, data_dir: str) -> None:
     """buzón's listener and durable acceptance alone: processing deferred (no worker)."""
     sys.path.insert(0, str(ROOT))
-    from daemon.app import App
     from daemon.config import load_settings
-    from daemon.smtp_listener import listener_for
+    from daemon.wiring import App
 
     settings = load_settings(
         None,
@@ -85,7 +84,7 @@ def serve_intake_only(port: int, data_dir: str) -> None:
     app.prepare()
 
     async def main() -> None:
-        listener = listener_for(app, None, bind=("127.0.0.1", port))
+        listener = app.smtp_listener(None, bind=("127.0.0.1", port))
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await listener.run(stop)

@@ -17,7 +17,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from tickets.priority import validate_matrix
+from tickets.actions import DEFAULT_CATEGORIES
+from tickets.addresses import is_own
+from tickets.priority import DEFAULT_MATRIX, validate_matrix
+from tickets.sla import DEFAULT_TARGETS
 
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
 _HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$")
@@ -34,7 +37,7 @@ def _check_email(value: str) -> str:
     return value
 
 
-def _check_hostport(value: str) -> str:
+def check_hostport(value: str) -> str:
     match = _HOSTPORT.match(value)
     if not match or not 0 < int(match.group(2)) < 65536:
         raise ValueError(f"expected HOST:PORT, got {value!r}")
@@ -78,7 +81,7 @@ class SmtpConfig(_Section):
     # (SQLite busy timeout, PostgreSQL lock/statement timeout of the intake's connections).
     store_timeout: float = Field(30.0, gt=0, le=600)
 
-    _listen = field_validator("listen")(classmethod(lambda cls, v: _check_hostport(v)))
+    _listen = field_validator("listen")(classmethod(lambda cls, v: check_hostport(v)))
 
     @model_validator(mode="after")
     def _tls_pair(self) -> SmtpConfig:
@@ -189,7 +192,7 @@ class OutboundConfig(_Section):
     @field_validator("relay")
     @classmethod
     def _relay(cls, value: str | None) -> str | None:
-        return None if value in (None, "") else _check_hostport(value)
+        return None if value in (None, "") else check_hostport(value)
 
     @model_validator(mode="after")
     def _auth_pair(self) -> OutboundConfig:
@@ -204,26 +207,13 @@ class TicketsConfig(_Section):
     """The names agents choose from: categories (= escalation types), teams, priority."""
 
     # Seed 001's escalation types; also the ticket categories.
-    categories: list[str] = Field(
-        default_factory=lambda: [
-            "urgent_emergency",
-            "complaint",
-            "appointment",
-            "purchases_services",
-            "general",
-            "billing",
-        ]
-    )
+    categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES))
     teams: list[str] = Field(default_factory=list)  # empty: any team name is accepted
     # team → staff addresses: who gets SLA warnings of an unassigned ticket of the team.
     team_addresses: dict[str, list[str]] = Field(default_factory=dict)
     # priority_matrix[impact][urgency] = P1…P4 (seed 003); default: the usual ITIL grid.
     priority_matrix: dict[str, dict[str, str]] = Field(
-        default_factory=lambda: {
-            "high": {"high": "P1", "medium": "P2", "low": "P3"},
-            "medium": {"high": "P2", "medium": "P3", "low": "P4"},
-            "low": {"high": "P3", "medium": "P4", "low": "P4"},
-        }
+        default_factory=lambda: {i: dict(row) for i, row in DEFAULT_MATRIX.items()}
     )
 
     @field_validator("categories")
@@ -251,7 +241,7 @@ class HttpConfig(_Section):
     enabled: bool = True
     listen: str = "127.0.0.1:8025"
 
-    _listen = field_validator("listen")(classmethod(lambda cls, v: _check_hostport(v)))
+    _listen = field_validator("listen")(classmethod(lambda cls, v: check_hostport(v)))
 
 
 class SlaTargetConfig(_Section):
@@ -271,10 +261,10 @@ class SlaConfig(_Section):
     extra_holidays: list[date] = Field(default_factory=list)
     targets: dict[str, SlaTargetConfig] = Field(
         default_factory=lambda: {
-            "P1": SlaTargetConfig(first_response_hours=1, resolution_hours=8),
-            "P2": SlaTargetConfig(first_response_hours=4, resolution_hours=24),
-            "P3": SlaTargetConfig(first_response_hours=8, resolution_hours=45),
-            "P4": SlaTargetConfig(first_response_hours=16, resolution_hours=90),
+            p: SlaTargetConfig(
+                first_response_hours=t.first_response_hours, resolution_hours=t.resolution_hours
+            )
+            for p, t in DEFAULT_TARGETS.items()
         }
     )
     category_targets: dict[str, dict[str, SlaTargetConfig]] = Field(default_factory=dict)
@@ -431,10 +421,7 @@ class Settings(BaseSettings):
         return self.support_addresses[0]
 
     def is_own_address(self, email: str) -> bool:
-        email = email.lower()
-        local, _, domain = email.partition("@")
-        base = local.split("+", 1)[0] + "@" + domain
-        return base in self.own_addresses or domain in self.support_domains
+        return is_own(email, self.own_addresses, self.support_domains)
 
     def secret(self) -> bytes:
         """The key that signs our Message-IDs and reply tokens; created on first use."""

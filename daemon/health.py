@@ -1,4 +1,5 @@
-"""Health, readiness and Prometheus metrics over HTTP on a local port.
+"""Health, readiness and Prometheus metrics over HTTP on a local port (no wiring: the
+runners' readiness checks and counters are handed in by `daemon.wiring`).
 
 `/healthz` says the process is alive; `/readyz` checks the database and asks every
 component whether it is ready (listener bound, poller connected); `/metrics` serves the
@@ -14,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
@@ -23,22 +24,9 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.config import ConfigError, _check_hostport, split_hostport
-from tickets.models import (
-    Event,
-    ImapMailboxState,
-    OutboxMessage,
-    RawMessage,
-    RawState,
-    Ticket,
-    utcnow,
-)
-
-if TYPE_CHECKING:  # the components import this module's wiring, not the reverse
-    from daemon.app import App
-    from daemon.imap_poller import ImapPoller
-    from daemon.ingest_worker import IngestWorker
-    from daemon.smtp_listener import SmtpListener
+from tickets.errors import describe
+from tickets.models import Event, ImapMailboxState, RawMessage, RawState, Ticket, utcnow
+from tickets.queries import queue_figures
 
 log = logging.getLogger("buzon.health")
 
@@ -85,20 +73,18 @@ class StoreCollector(Collector):
             with self.sessions() as session:
                 yield from self._collect(session, utcnow())
         except Exception as exc:  # a scrape must not fail because the store is away
-            log.warning("metrics: store unavailable: %s", str(exc).splitlines()[0][:200])
+            log.warning("metrics: store unavailable: %s", describe(exc))
 
     def _collect(self, session: Session, now: datetime) -> Iterable[Metric]:
+        figures = queue_figures(session)
         raw = GaugeMetricFamily(
             "buzon_raw_messages",
             "Stored raw messages by source and state",
             labels=["source", "state"],
         )
-        for source, state, count in session.execute(
-            select(RawMessage.source, RawMessage.state, func.count()).group_by(
-                RawMessage.source, RawMessage.state
-            )
-        ):
-            raw.add_metric([source, state], count)
+        for source, states in figures["raw_by_source"].items():
+            for state, count in states.items():
+                raw.add_metric([source, state], count)
         yield raw
         oldest = session.scalar(
             select(func.min(RawMessage.received_at)).where(
@@ -110,10 +96,8 @@ class StoreCollector(Collector):
             "Age of the oldest message not yet processed (0 when none)",
             (now - oldest).total_seconds() if oldest else 0.0,
         )
-        quarantined = session.scalar(
-            select(func.count()).where(RawMessage.state == RawState.QUARANTINED)
-        )
-        yield _gauge("buzon_quarantine_size", "Messages in quarantine", quarantined or 0)
+        quarantined = figures["raw"].get(RawState.QUARANTINED, 0)
+        yield _gauge("buzon_quarantine_size", "Messages in quarantine", quarantined)
         tickets = GaugeMetricFamily(
             "buzon_tickets", "Tickets by status and level", labels=["status", "level"]
         )
@@ -123,9 +107,7 @@ class StoreCollector(Collector):
             tickets.add_metric([status, str(level)], count)
         yield tickets
         outbox = GaugeMetricFamily("buzon_outbox", "Outbound mails by state", labels=["state"])
-        for state, count in session.execute(
-            select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)
-        ):
+        for state, count in figures["outbox"].items():
             outbox.add_metric([state], count)
         yield outbox
         yield from self._events(session)
@@ -156,7 +138,7 @@ class StoreCollector(Collector):
             .where(Event.once_key.like("sla:%"))
             .group_by(Event.once_key)
         ):
-            _, clock, kind = (key.split(":") + ["", ""])[:3]
+            _, clock, kind = ((key or "").split(":") + ["", ""])[:3]
             sla.add_metric([clock, kind], count)
         yield sla
 
@@ -193,6 +175,8 @@ class Health:
         self.metrics = Metrics(self.registry)
         self.registry.register(StoreCollector(sessions))
         self._checks: dict[str, ReadyCheck] = {"database": self._database}
+        # Read at every scrape, not only when someone asks /readyz.
+        self.metrics.ready.set_function(lambda: 1.0 if self.readiness()[0] else 0.0)
 
     def add_check(self, name: str, check: ReadyCheck) -> None:
         self._checks[name] = check
@@ -207,7 +191,6 @@ class Health:
                 ok, detail = False, f"{type(exc).__name__}: {exc}"
             ready &= ok
             results[name] = ("ok" if ok else "FAIL") + (f": {detail}" if detail else "")
-        self.metrics.ready.set(1 if ready else 0)
         return ready, results
 
     def _database(self) -> tuple[bool, str]:
@@ -233,7 +216,7 @@ class Health:
                     {"status": "ready" if ready else "not ready", "checks": checks},
                 )
             if path == "/metrics":
-                return metrics_app(environ, start_response)
+                return list(metrics_app(environ, start_response))
             return _json(start_response, 404, {"error": "not found"})
 
         return app
@@ -282,77 +265,3 @@ class HttpServer:
             await stop.wait()
         finally:
             await asyncio.to_thread(self.stop)
-
-
-# --- wiring: what the components report --------------------------------------------------
-
-
-def watch_worker(health: Health, worker: IngestWorker) -> None:
-    worker.on_outcome = lambda state: health.metrics.processed.labels(state).inc()
-
-
-def watch_listener(health: Health, listener: SmtpListener) -> None:
-    """Count sessions and accepted mail; ready once bound and until it starts draining."""
-    metrics = health.metrics
-    source = "lmtp" if listener.config.lmtp else "smtp"
-    wake = listener.handler.on_accept  # the worker's wake-up stays first in line
-
-    def accepted() -> None:
-        metrics.accepted.labels(source).inc()
-        if wake is not None:
-            wake()
-
-    listener.handler.on_accept = accepted
-    listener.on_session = metrics.smtp_sessions.inc
-    health.add_check(source, lambda: _listener_ready(listener))
-
-
-def _listener_ready(listener: SmtpListener) -> tuple[bool, str]:
-    if listener.draining:
-        return False, "draining"
-    if listener.address is None:
-        return False, "not listening yet"
-    return True, ""
-
-
-def watch_poller(health: Health, poller: ImapPoller) -> None:
-    """Count stored and processed mail; ready while connected (or a healthy spare)."""
-    metrics = health.metrics
-    poller.on_accept = metrics.accepted.labels("imap").inc
-
-    def outcome(state: str) -> None:
-        if state != "oversize":  # recorded again under its final state
-            metrics.processed.labels(state).inc()
-
-    poller.on_outcome = outcome
-    health.add_check(f"imap:{poller.name}", lambda: _poller_ready(poller))
-
-
-def _poller_ready(poller: ImapPoller) -> tuple[bool, str]:
-    if poller.working.is_set():
-        return True, ""
-    if poller.standing_by:
-        return True, "standing by: another instance holds the mailbox"
-    return False, "not connected"
-
-
-def http_server(app: App, listen: str | None = None) -> HttpServer | None:
-    """The endpoint of this process, or None when http.enabled is false.
-
-    `listen` (the --http option) overrides http.listen: in a split deployment every
-    process needs a port of its own.
-    """
-    if not app.settings.http.enabled:
-        return None
-    listen = listen or app.settings.http.listen
-    try:
-        host, port = split_hostport(_check_hostport(listen))
-    except ValueError:
-        raise ConfigError(f"http.listen: expected HOST:PORT, got {listen!r}") from None
-    try:
-        return HttpServer(app.health, host, port)
-    except OSError as exc:
-        raise ConfigError(
-            f"http.listen {listen}: {exc.strerror or exc} (each process needs its own port: "
-            "--http HOST:PORT or BUZON_HTTP__LISTEN)"
-        ) from None

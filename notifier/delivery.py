@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from notifier import outbox
 from notifier.errors import PermanentDeliveryError, TransientDeliveryError
 from notifier.transports import SendResult, Transport
-from tickets.ingest import mark_bouncing
+from tickets.addresses import mark_bouncing
 from tickets.lifecycle import record
 from tickets.models import OutboxMessage, Ticket, utcnow
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from notifier.compose import AUTO_GENERATED, AUTO_REPLIED, Draft, Mailbox, Part, compose
-from notifier.outbox import enqueue
+from notifier.mail import ACTOR, Queued, identify, queue_mail, safely
 from notifier.recipients import Budget, Recipient, Selection, select_recipients
 from notifier.render import Renderer
-from parsers.thread_keys import make_message_id, plus_address, subject_tag
+from parsers.thread_keys import plus_address, subject_tag
 from tickets.blobstore import BlobStore
 from tickets.changes import (
     AgentReplied,
@@ -34,10 +34,9 @@ from tickets.changes import (
 )
 from tickets.lifecycle import record
 from tickets.models import Article, ArticleKind, Ticket, utcnow
+from tickets.survey import SURVEY_KIND
 
 log = logging.getLogger("buzon.notify")
-
-ACTOR = "buzon-notifier"
 
 
 @dataclass(frozen=True)
@@ -66,17 +65,6 @@ class Plan:
     article_id: int | None = None  # the customer's first mail, or the agent's reply
     status: StatusChanged | None = None
     exclude: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class Queued:
-    """What the notifier did for one ticket (the CLI reports it)."""
-
-    ticket_id: int
-    kind: str
-    outbox_id: int | None
-    recipients: tuple[str, ...]
-    refused: tuple[tuple[str, str], ...] = field(default=())
 
 
 def plan_for(changes: list[Change]) -> Plan | None:
@@ -112,10 +100,11 @@ class Notifier:
         self.renderer = renderer
         self.clock = clock
 
-    def __call__(self, session: Session, changes: list[Change]) -> None:
-        self.notify(session, changes)
-
-    def notify(self, session: Session, changes: list[Change]) -> list[Queued]:
+    def notify(
+        self, session: Session, changes: list[Change], now: datetime | None = None
+    ) -> list[Queued]:
+        """The mails these changes call for, dated `now` (default: the clock)."""
+        now = now or self.clock()
         by_ticket: dict[int, list[Change]] = {}
         for change in changes:
             by_ticket.setdefault(change.ticket_id, []).append(change)
@@ -125,14 +114,14 @@ class Notifier:
             ticket = session.get(Ticket, ticket_id) if plan else None
             if plan is None or ticket is None:
                 continue
-            queued = self._queue_safely(session, ticket, plan)
+            queued = self._queue_safely(session, ticket, plan, now)
             if queued is not None:
                 done.append(queued)
         return done
 
-    def remind(self, session: Session, ticket: Ticket) -> Queued | None:
+    def remind(self, session: Session, ticket: Ticket, now: datetime) -> Queued | None:
         """The reminder to a customer whose ticket has waited on them (scheduler)."""
-        return self._queue_safely(session, ticket, Plan("reminder", AUTO_GENERATED))
+        return self._queue_safely(session, ticket, Plan("reminder", AUTO_GENERATED), now)
 
     def _with_survey(self, plan: Plan | None) -> Plan | None:
         """With the survey on, the mail saying "closed" also asks for a rating: one mail."""
@@ -143,26 +132,18 @@ class Notifier:
             and plan.status is not None
             and plan.status.new == "closed"
         ):
-            return replace(plan, kind="survey")
+            return replace(plan, kind=SURVEY_KIND)
         return plan
 
-    def _queue_safely(self, session: Session, ticket: Ticket, plan: Plan) -> Queued | None:
-        try:
-            # A savepoint: a broken template must not lose the customer's mail or
-            # the agent's change; it is recorded on the ticket instead.
-            with session.begin_nested():
-                return self._queue(session, ticket, plan)
-        except Exception as exc:  # noqa: BLE001 - recorded, never silent
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-            log.error("notification failed ticket=%s kind=%s: %s", ticket.id, plan.kind, error)
-            record(session, ticket, "notify_error", ACTOR, field="mail", new=plan.kind, error=error)
-            return None
+    def _queue_safely(
+        self, session: Session, ticket: Ticket, plan: Plan, now: datetime
+    ) -> Queued | None:
+        return safely(session, ticket, plan.kind, lambda: self._queue(session, ticket, plan, now))
 
     # --- one mail --------------------------------------------------------------------------
 
-    def _queue(self, session: Session, ticket: Ticket, plan: Plan) -> Queued:
+    def _queue(self, session: Session, ticket: Ticket, plan: Plan, now: datetime) -> Queued:
         s = self.settings
-        now = self.clock()
         automatic = plan.auto_submitted is not None
         selection = select_recipients(
             session,
@@ -194,13 +175,11 @@ class Notifier:
         rendered = self.renderer.render(
             ticket.language, plan.kind, self._context(ticket, plan, selection, reply)
         )
-        tag = subject_tag(s.subject_tag, ticket.id)
-        subject = rendered.subject if tag in rendered.subject else f"{tag} {rendered.subject}"
-        message_id = make_message_id(s.secret, ticket.id, s.domain)
+        mail = identify(ticket, rendered.subject, s.subject_tag, s.secret, s.domain)
         in_reply_to, references = self._thread(session, ticket, plan, reply)
         to, *cc = [Mailbox(r.email, r.name) for r in selection.allowed]
         draft = Draft(
-            subject=subject,
+            subject=mail.subject,
             body=rendered.body,
             sender=s.sender,
             to=[to],
@@ -212,49 +191,30 @@ class Notifier:
             language=ticket.language,
             attachments=self._parts(reply),
         )
-        message = compose(draft, message_id, now)
+        message = compose(draft, mail.message_id, now)
         article = reply or Article(ticket=ticket, kind=ArticleKind.OUTBOUND, author=ACTOR)
-        article.message_id = message_id
+        article.message_id = mail.message_id
         article.from_addr, article.from_name = s.sender.email, s.sender.name
         article.to_addrs, article.cc_addrs = [to.email], [m.email for m in cc]
-        article.subject = subject
+        article.subject = mail.subject
         if reply is None:
             article.text = article.new_text = rendered.body
             article.created_at = now
         session.add(article)
         session.flush()
-        recipients = [r.email for r in selection.allowed]
-        row = enqueue(
+        return queue_mail(
             session,
+            ticket,
             message,
-            message_id=message_id,
             kind=plan.kind,
+            message_id=mail.message_id,
             mail_from=s.sender.email,
-            recipients=recipients,
-            ticket_id=ticket.id,
+            recipients=[r.email for r in selection.allowed],
             article_id=article.id,
             automatic=automatic,
             now=now,
+            refused=refused,
         )
-        record(
-            session,
-            ticket,
-            "notified",
-            ACTOR,
-            field="mail",
-            new=plan.kind,
-            outbox=row.id,
-            recipients=recipients,
-            at=now,
-        )
-        log.info(
-            "queued ticket=%s kind=%s outbox=%s recipients=%d",
-            ticket.id,
-            plan.kind,
-            row.id,
-            len(recipients),
-        )
-        return Queued(ticket.id, plan.kind, row.id, tuple(recipients), refused)
 
     def _context(
         self, ticket: Ticket, plan: Plan, selection: Selection, reply: Article | None

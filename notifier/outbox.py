@@ -93,7 +93,7 @@ def claim(session: Session, row_id: int, instance: str, now: datetime, seconds: 
         .values(claimed_until=now + timedelta(seconds=seconds), claimed_by=instance)
         .execution_options(synchronize_session=False)
     )
-    return (result.rowcount or 0) == 1
+    return _rowcount(result) == 1
 
 
 def _finish(session: Session, row_id: int, instance: str, **values: Any) -> bool:
@@ -108,7 +108,7 @@ def _finish(session: Session, row_id: int, instance: str, **values: Any) -> bool
         .values(claimed_until=None, claimed_by=None, **values)
         .execution_options(synchronize_session=False)
     )
-    return (result.rowcount or 0) == 1
+    return _rowcount(result) == 1
 
 
 def mark_sent(session: Session, row_id: int, instance: str, now: datetime, attempts: int) -> bool:
@@ -183,3 +183,8 @@ def retry(session: Session, row_id: int, now: datetime) -> OutboxMessage:
     if row.last_error and row.attempts:
         row.attempts = 0  # a fresh series of attempts, with the backoff starting over
     return row
+
+
+def _rowcount(result: object) -> int:
+    """Rows an UPDATE or DELETE touched (a CursorResult; typed as Result by SQLAlchemy)."""
+    return int(getattr(result, "rowcount", 0) or 0)

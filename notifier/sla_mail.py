@@ -15,23 +15,23 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
 from notifier.compose import AUTO_GENERATED, Draft, Mailbox, compose
-from notifier.notify import NotifySettings, Queued
-from notifier.outbox import enqueue
+from notifier.mail import Queued, identify, queue_mail, safely
+from notifier.notify import NotifySettings
 from notifier.render import Renderer
-from parsers.thread_keys import make_message_id, subject_tag
-from tickets.lifecycle import record
+from parsers.thread_keys import subject_tag
+from tickets.addresses import is_own
 from tickets.models import ParticipantRole, Ticket
 from tickets.sla import SlaBreached, SlaChange, SlaEscalated, SlaWarning
 
 log = logging.getLogger("buzon.notify")
 
-ACTOR = "buzon-notifier"
 CLOCK_LABELS = {
     "es": {"first_response": "primera respuesta", "resolution": "resolución"},
     "en": {"first_response": "first response", "resolution": "resolution"},
@@ -50,8 +50,7 @@ class StaffRouting:
     own_addresses: frozenset[str] = frozenset()
 
     def is_own(self, email: str) -> bool:
-        local, _, domain = email.lower().partition("@")
-        return f"{local.split('+', 1)[0]}@{domain}" in self.own_addresses
+        return is_own(email, self.own_addresses, domains=())
 
 
 def notify_sla(
@@ -69,13 +68,10 @@ def notify_sla(
         if ticket is None:
             continue
         kind = _kind(change)
-        try:
-            with session.begin_nested():  # a broken template must not undo the scan
-                done.append(_queue(session, ticket, change, kind, settings, renderer, routing, now))
-        except Exception as exc:  # noqa: BLE001 - recorded, never silent
-            error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-            log.error("sla mail failed ticket=%s kind=%s: %s", ticket.id, kind, error)
-            record(session, ticket, "notify_error", ACTOR, field="mail", new=kind, error=error)
+        build = partial(_queue, session, ticket, change, kind, settings, renderer, routing, now)
+        queued = safely(session, ticket, kind, build)
+        if queued is not None:
+            done.append(queued)
     return done
 
 
@@ -121,43 +117,30 @@ def _queue(
         return Queued(ticket.id, kind, None, (), refused)
     name = "sla_tier" if kind.startswith("sla_tier") else kind
     rendered = renderer.render(routing.language, name, _context(ticket, change, settings, routing))
-    tag = subject_tag(settings.subject_tag, ticket.id)
-    subject = rendered.subject if tag in rendered.subject else f"{tag} {rendered.subject}"
-    message_id = make_message_id(settings.secret, ticket.id, settings.domain)
+    mail = identify(ticket, rendered.subject, settings.subject_tag, settings.secret,
+                    settings.domain)  # fmt: skip
     draft = Draft(
-        subject=subject,
+        subject=mail.subject,
         body=rendered.body,
         sender=settings.sender,
         to=[Mailbox(a) for a in recipients],
         auto_submitted=AUTO_GENERATED,
         language=routing.language,
     )
-    row = enqueue(
+    return queue_mail(
         session,
-        compose(draft, message_id, now),
-        message_id=message_id,
+        ticket,
+        compose(draft, mail.message_id, now),
         kind=kind,
+        message_id=mail.message_id,
         mail_from=settings.sender.email,
         recipients=recipients,
-        ticket_id=ticket.id,
         article_id=None,  # staff mail is no article: the customer's thread never shows it
         automatic=False,
         now=now,
-    )
-    record(
-        session,
-        ticket,
-        "notified",
-        ACTOR,
-        field="mail",
-        new=kind,
-        outbox=row.id,
-        recipients=recipients,
+        refused=refused,
         internal=True,
-        at=now,
     )
-    log.info("queued ticket=%s kind=%s outbox=%s", ticket.id, kind, row.id)
-    return Queued(ticket.id, kind, row.id, tuple(recipients), refused)
 
 
 def _context(

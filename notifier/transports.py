@@ -31,6 +31,10 @@ class SendResult:
 class Transport(Protocol):
     def send(self, mail_from: str, recipients: list[str], raw: bytes) -> SendResult: ...
 
+    def check(self) -> None:
+        """Reach the destination as delivery would, sending nothing (`buzon doctor`);
+        raises what the attempt raised."""
+
     def close(self) -> None: ...
 
 
@@ -61,7 +65,9 @@ class SmtpTransport:
     def _context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
 
-    def _connect(self) -> smtplib.SMTP:
+    def open(self) -> smtplib.SMTP:
+        """Connect, EHLO, STARTTLS and AUTH as configured; the smtplib error on failure
+        (`buzon doctor` reports it as it is; delivery classifies it)."""
         conn: smtplib.SMTP | None = None
         try:
             if self.security == "tls":
@@ -78,14 +84,19 @@ class SmtpTransport:
             if self.user is not None:
                 conn.login(self.user, self.password or "")
             return conn
-        except smtplib.SMTPAuthenticationError as exc:
+        except BaseException:
             _quit(conn)
+            raise
+
+    def _connect(self) -> smtplib.SMTP:
+        try:
+            return self.open()
+        except smtplib.SMTPAuthenticationError as exc:
             # Our credentials, not the mail: keep the mail and retry once ops fixed it.
             raise TransientDeliveryError(
                 f"relay refused our login: {_reply(exc.smtp_code, exc.smtp_error)}"
             ) from None
         except (OSError, smtplib.SMTPException) as exc:
-            _quit(conn)
             raise TransientDeliveryError(
                 f"relay {self.host}:{self.port} unavailable: {type(exc).__name__}: {exc}"[:300]
             ) from None
@@ -138,6 +149,9 @@ class SmtpTransport:
             target[rcpt] = _reply(code, message)
         return result
 
+    def check(self) -> None:
+        _quit(self.open())
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         _quit(conn)
@@ -168,6 +182,12 @@ class MaildirTransport:
         except OSError as exc:
             raise TransientDeliveryError(f"cannot write to {self.path}: {exc}") from None
         return SendResult()
+
+    def check(self) -> None:
+        try:
+            mailbox.Maildir(self.path, create=True)
+        except OSError as exc:
+            raise TransientDeliveryError(f"cannot write to {self.path}: {exc}") from None
 
     def close(self) -> None:
         return None

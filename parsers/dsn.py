@@ -53,7 +53,8 @@ def original_message_id(msg: Message, body_text: str) -> str | None:
         headers: Message | None = None
         if ctype in _ORIGINAL_MESSAGE_TYPES and part.is_multipart():
             inner = part.get_payload()
-            headers = inner[0] if inner else None
+            first = inner[0] if isinstance(inner, list) and inner else None
+            headers = first if isinstance(first, Message) else None
         elif ctype in _ORIGINAL_HEADER_TYPES:
             headers = BytesParser(policy=compat32).parsebytes(part_bytes(part), headersonly=True)
         if headers is not None and (ids := message_ids(first_value(headers, "message-id"))):

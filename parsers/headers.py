@@ -94,7 +94,7 @@ def parse_date(value: str, defects: list[str]) -> datetime | None:
     if not value:
         return None
     result = parse_mail_date(value)
-    if result.value is not None:
+    if isinstance(result.value, datetime):
         return result.value.astimezone(UTC)
     try:
         parsed = parsedate_to_datetime(value)

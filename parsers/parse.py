@@ -52,7 +52,7 @@ def _as_bytes(raw: object, defects: list[str]) -> bytes:
         defects.append("input was str, not bytes")
         return raw.encode("utf-8", "surrogateescape")
     try:
-        return bytes(raw)  # type: ignore[call-overload]  # bytearray, memoryview
+        return bytes(raw)  # type: ignore[call-overload,no-any-return]  # bytearray, memoryview
     except (TypeError, ValueError):
         defects.append(f"input of type {type(raw).__name__} is not bytes")
         return b""

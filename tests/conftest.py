@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
-from daemon.app import App
+from daemon.wiring import App
 
 # Asserts in the shared helpers report like asserts in tests: registered before the import.
 pytest.register_assert_rewrite("tests.helpers")

@@ -27,13 +27,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from daemon.app import App
 from daemon.config import load_settings
+from daemon.wiring import App
 from notifier.delivery import deliver_due
 from tests.mailbuilder import mail
-from tickets import actions
 from tickets.changes import Change
-from tickets.ingest import Outcome, accept, process
+from tickets.inbox import accept
+from tickets.ingest import Outcome
 from tickets.models import Event, Ticket
 
 if TYPE_CHECKING:  # a runtime import would load the plugin before pytest can rewrite it
@@ -108,7 +108,7 @@ def relay_app(tmp_path: Path, db_url: str, sink: SmtpSink, **overrides: Any) -> 
 
 def ingest(app: App, raw: bytes) -> Outcome:
     """A piped mail, processed with the app's after-change hook (SLA clocks, notifications)."""
-    return process(app.sessions, app.policy, accept(app.sessions, raw, "pipe"), app.after_apply)
+    return app.desk.ingest(accept(app.sessions, raw, "pipe"))
 
 
 def new_ticket(app: App, **kwargs: Any) -> tuple[int, bytes]:
@@ -127,12 +127,7 @@ def act(
     app: App, number: int, action: Callable[[Session, Ticket], list[Change]]
 ) -> list[Change]:
     """What an agent's command does: the action, SLA and mail in one transaction."""
-    with app.sessions.begin() as session:
-        ticket = actions.load_ticket(session, number)
-        changes = action(session, ticket)
-        assert app.after_apply is not None
-        app.after_apply(session, changes)
-        return changes
+    return app.desk.act(number, action).changes
 
 
 def deliver(app: App, now: datetime | None = None) -> Counter[str]:

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from daemon.app import App
-from daemon.components import ingest_worker
+from daemon.wiring import App
 from tests.helpers import make_app
-from tickets.ingest import accept
+from tickets.inbox import accept
 from tickets.models import RawMessage
 
 
@@ -23,7 +22,7 @@ def ingest_all(app: App, files: list[Path]) -> dict[int, Path]:
     ids = {
         accept(app.sessions, path.read_bytes(), "pipe", {"file": path.name}): path for path in files
     }
-    worker = ingest_worker(app)
+    worker = app.ingest_worker()
     assert worker.drain() == len(files)
     return ids
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from daemon.app import App
-from daemon.imap_auth import OAuth2Login, TokenError
-from daemon.imap_poller import mailbox_status, poller_for
+from daemon.intake.imap_auth import OAuth2Login, TokenError
+from daemon.intake.imap_poller import mailbox_status
+from daemon.wiring import App
 from tests.fixtures.dovecot import Dovecot, mailbox_config, running, wait_until
 from tests.helpers import make_app
 from tests.mailbuilder import mail
@@ -71,7 +71,7 @@ def test_xoauth2_token_from_a_command_is_stored_reused_and_refreshed_when_refuse
     app = oauth_app(tmp_path, dovecot, command)
     box = app.settings.imap.mailboxes[0]
     dovecot.append_many([mail("a@clinica.example", "Uno", "hola")], oauth_token="admin")
-    with running(poller_for(app, box)):
+    with running(app.imap_poller(box)):
         wait_until(lambda: tickets(app) == 1, 10, "the ticket via XOAUTH2")
     cache = app.settings.data_dir / "imap-tokens" / "soporte.json"
     assert json.loads(cache.read_text())["access_token"] == "tok-1"
@@ -81,7 +81,7 @@ def test_xoauth2_token_from_a_command_is_stored_reused_and_refreshed_when_refuse
 
     # A restart reuses the stored token: the command does not run again.
     dovecot.append_many([mail("b@clinica.example", "Dos", "hola")], oauth_token="admin")
-    with running(poller_for(app, box)):
+    with running(app.imap_poller(box)):
         wait_until(lambda: tickets(app) == 2, 10, "the second ticket")
     assert runs.read_text() == "1"
 
@@ -89,7 +89,7 @@ def test_xoauth2_token_from_a_command_is_stored_reused_and_refreshed_when_refuse
     dovecot.oauth_tokens.discard("tok-1")
     dovecot.oauth_tokens.add("tok-2")
     dovecot.append_many([mail("c@clinica.example", "Tres", "hola")], oauth_token="admin")
-    with running(poller_for(app, box)):
+    with running(app.imap_poller(box)):
         wait_until(lambda: tickets(app) == 3, 15, "the third ticket with a fresh token")
     assert runs.read_text() == "2"
     assert json.loads(cache.read_text())["access_token"] == "tok-2"

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.app import App
-from daemon.imap_poller import poller_for
+from daemon.wiring import App
 from tests.fixtures.dovecot import Dovecot, mailbox_config, running, wait_until
 from tests.helpers import count, make_app
 from tests.mailbuilder import mail
@@ -82,8 +81,8 @@ def test_two_pollers_one_works_the_other_takes_over_when_it_stops(
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'shared.db'}"
     first, second = (instance(tmp_path, dovecot, n, db_url) for n in ("uno", "dos"))
-    a = poller_for(first, first.settings.imap.mailboxes[0])
-    b = poller_for(second, second.settings.imap.mailboxes[0])
+    a = first.imap_poller(first.settings.imap.mailboxes[0])
+    b = second.imap_poller(second.settings.imap.mailboxes[0])
     dovecot.append_many(mail(f"c{n}@clinica.example", f"Consulta {n}", "hola") for n in range(30))
     with contextlib.ExitStack() as first_running:
         first_running.enter_context(running(a))
@@ -101,7 +100,7 @@ def test_two_pollers_one_works_the_other_takes_over_when_it_stops(
 @pytest.mark.dovecot
 def test_a_dead_holders_lease_lapses_after_lease_seconds(tmp_path: Path, dovecot: Dovecot) -> None:
     app = instance(tmp_path, dovecot, "dos", f"sqlite:///{tmp_path / 'shared.db'}")
-    standby = poller_for(app, app.settings.imap.mailboxes[0])
+    standby = app.imap_poller(app.settings.imap.mailboxes[0])
     taken = time.monotonic()
     assert leases.acquire(app.sessions, "imap:soporte", "uno-crashed", 2)  # never renewed
     with running(standby):

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from daemon.app import App
-from daemon.imap_poller import ImapPoller, mailbox_status, poller_for
+from daemon.intake.imap_poller import ImapPoller, mailbox_status
+from daemon.wiring import App
 from tests.fixtures.dovecot import (
     CAPABILITY_WITHOUT_IDLE,
     CAPABILITY_WITHOUT_MOVE,
@@ -23,7 +23,8 @@ from tests.fixtures.dovecot import (
 )
 from tests.helpers import count, make_app
 from tests.mailbuilder import mail
-from tickets.ingest import accept, process
+from tickets.inbox import accept
+from tickets.ingest import process
 from tickets.models import Article, ImapMailboxState, RawMessage, Ticket
 
 pytestmark = pytest.mark.dovecot
@@ -47,7 +48,7 @@ def imap_app(tmp_path: Path, server: Dovecot, **mailbox: Any) -> App:
 
 
 def poller(app: App) -> ImapPoller:
-    return poller_for(app, app.settings.imap.mailboxes[0])
+    return app.imap_poller(app.settings.imap.mailboxes[0])
 
 
 def inbound_articles(app: App) -> int:

@@ -7,11 +7,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from daemon.app import App
+from daemon.wiring import App
 from parsers.thread_keys import make_message_id, plus_address, subject_tag
 from tests.helpers import count, make_app
 from tests.mailbuilder import mail, message_id, quote
-from tickets.ingest import Outcome, accept, process, reset_for_reprocess
+from tickets.inbox import accept, claim_pending, reset_for_reprocess
+from tickets.ingest import Outcome, process
 from tickets.lifecycle import change_status
 from tickets.models import (
     Article,
@@ -335,15 +336,13 @@ def test_repeated_failure_quarantines(app: App) -> None:
 def test_claims_of_a_dead_local_worker_are_released_at_start(app: App) -> None:
     import socket
 
-    from daemon.components import ingest_worker
-    from tickets.ingest import claim_pending
 
     for n in range(3):
         accept(app.sessions, mail(ANA, f"Consulta {n}", "hola"), "smtp")
     dead = f"{socket.gethostname()}:999999999"  # no such process
     assert len(claim_pending(app.sessions, dead, 2, 300)) == 2
     assert len(claim_pending(app.sessions, "other-host:1", 1, 300)) == 1  # alive elsewhere
-    worker = ingest_worker(app)
+    worker = app.ingest_worker()
     assert worker.recover_dead_claims() == 2
     assert worker.drain() == 2  # the other host's claim waits for its age-out
     assert count(app, RawMessage, RawMessage.state == "processing") == 1

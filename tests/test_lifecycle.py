@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from daemon.app import App
+from daemon.wiring import App
 from tests.helpers import AGENT, act, buzon, make_app, new_ticket
 from tests.mailbuilder import mail
 from tickets import actions

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from daemon.app import App
+from daemon.wiring import App
 from parsers.thread_keys import ticket_from_address, ticket_from_message_id
 from tests.fixtures.smtp_sink import SmtpSink
 from tests.helpers import (

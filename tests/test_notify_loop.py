@@ -12,11 +12,11 @@ from email.utils import make_msgid
 
 from sqlalchemy import select
 
-from daemon.app import App
+from daemon.wiring import App
 from tests.fixtures.smtp_sink import SmtpSink
 from tests.helpers import AGENT, LUIS, act, count, deliver, new_ticket, parsed
 from tickets import actions
-from tickets.ingest import accept, process
+from tickets.inbox import accept
 from tickets.models import OutboxMessage, RawMessage, Ticket
 
 
@@ -39,7 +39,7 @@ def through_mta(app: App, raw: bytes, rcpt: str) -> tuple[str, int | None]:
     raw_id = accept(
         app.sessions, raw, "smtp", {"mail_from": "x@clinica.example", "rcpt_tos": [rcpt]}
     )
-    outcome = process(app.sessions, app.policy, raw_id, app.after_apply)
+    outcome = app.desk.ingest(raw_id)
     return outcome.state, outcome.ticket_id
 
 

@@ -13,7 +13,7 @@ import pytest
 import trustme
 from sqlalchemy import select
 
-from daemon.app import App
+from daemon.wiring import App
 from notifier import outbox
 from notifier.delivery import DeliveryPolicy, deliver_due
 from notifier.transports import SendResult, SmtpTransport

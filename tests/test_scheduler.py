@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from daemon.app import App
-from daemon.scheduler import Scheduler
+from daemon.wiring import App
 from tests.fixtures.smtp_sink import SmtpSink
 from tests.helpers import (
     AGENT,
@@ -94,7 +93,7 @@ def test_auto_close_after_the_configured_days_not_before_and_mailed_once(
     number, _ = new_ticket(sapp)
     resolve(sapp, number)
     start = utcnow()
-    scheduler = Scheduler(sapp)
+    scheduler = sapp.scheduler()
     assert all(scheduler.run_all_once(start + timedelta(days=6, hours=23)).values())
     assert ticket(sapp, number).status == "resolved"
     later = start + timedelta(days=7, minutes=1)  # sla.auto_close_after_days = 7
@@ -114,7 +113,7 @@ def test_reminder_once_per_waiting_period(sapp: App, sink: SmtpSink) -> None:
     number, raw = new_ticket(sapp)
     wait_on_customer(sapp, number)
     start = utcnow()
-    scheduler = Scheduler(sapp)
+    scheduler = sapp.scheduler()
     scheduler.run_all_once(start + timedelta(days=2))
     assert outbox(sapp, number, "reminder") == []
     scheduler.run_all_once(start + timedelta(days=3, minutes=1))  # reminder_after_days = 3
@@ -153,7 +152,7 @@ def test_level_two_breach_mails_tier_one_once_then_tier_two_once_never_the_custo
     )
     due = ticket(sapp, number).first_response_due_at
     assert due is not None
-    scheduler = Scheduler(sapp)
+    scheduler = sapp.scheduler()
     breach_time = due + timedelta(minutes=1)
     assert all(scheduler.run_all_once(breach_time).values())
     [tier1] = outbox(sapp, number, "sla_tier1")
@@ -181,7 +180,7 @@ def test_warning_goes_to_the_assignee(sapp: App) -> None:
     act(sapp, number, lambda s, t: actions.assign(s, t, AGENT, agent="agente@soporte.example"))
     warn_at = ticket(sapp, number).first_response_warn_at
     assert warn_at is not None
-    Scheduler(sapp).run_all_once(warn_at + timedelta(seconds=1))
+    sapp.scheduler().run_all_once(warn_at + timedelta(seconds=1))
     [warning] = outbox(sapp, number, "sla_warning")
     assert warning.recipients == ["agente@soporte.example"]
 
@@ -209,7 +208,7 @@ def test_two_schedulers_racing_send_each_mail_once(sapp: App, sink: SmtpSink) ->
 
     def one_scheduler() -> None:
         try:
-            results.append(Scheduler(sapp).run_all_once(now))
+            results.append(sapp.scheduler().run_all_once(now))
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -220,7 +219,7 @@ def test_two_schedulers_racing_send_each_mail_once(sapp: App, sink: SmtpSink) ->
         thread.join(timeout=120)
     assert not errors and len(results) == 2
     assert all(ok for result in results for ok in result.values())
-    Scheduler(sapp).run_all_once(now)  # whatever one pass skipped as locked is sent now
+    sapp.scheduler().run_all_once(now)  # whatever one pass skipped as locked is sent now
     for number in numbers[:2]:
         assert len(outbox(sapp, number, "survey")) == 1
     for number in numbers[2:4]:
@@ -238,7 +237,7 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(sapp: App) -> None:
     def broken() -> object:
         raise ConnectionRefusedError("relay down")
 
-    scheduler = Scheduler(sapp, transport=broken)  # type: ignore[arg-type]
+    scheduler = sapp.scheduler(transport=broken)  # type: ignore[arg-type]
     now = utcnow()
     results = scheduler.run_all_once(now)
     assert results == {"sla_scan": True, "auto_close": True, "reminders": True, "outbox": False}
@@ -251,7 +250,7 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(sapp: App) -> None:
 
 
 def test_jobs_are_registered_with_stable_ids(sapp: App) -> None:
-    scheduler = Scheduler(sapp).build()
+    scheduler = sapp.scheduler().build()
     jobs = {job.id: job for job in scheduler.get_jobs()}
     assert set(jobs) == {"sla_scan", "auto_close", "reminders", "outbox"}
     assert all(job.max_instances == 1 and job.coalesce for job in jobs.values())
@@ -301,14 +300,12 @@ def test_breached_ticket_shows_in_sla_show_and_the_breached_list(tmp_path: Path)
 
 
 def test_the_component_is_part_of_buzon_run_and_stops_cleanly(sapp: App) -> None:
-    from daemon.components import all_components
-
-    assert "scheduler" in all_components(sapp)
+    assert "scheduler" in sapp.runners("run")
 
     async def start_and_stop() -> None:
         stop = asyncio.Event()
         stop.set()  # asked to stop at once: a pass may start, and is let finish
-        await Scheduler(sapp).run(stop)
+        await sapp.scheduler().run(stop)
 
     asyncio.run(start_and_stop())
 
@@ -332,7 +329,7 @@ def test_staff_mail_never_reaches_the_customer_or_our_own_address(
                 s, t, AGENT, team="salud", reason="x", escalation_type="general"
             ),
         )
-        Scheduler(app).run_all_once(utcnow() + timedelta(days=30))
+        app.scheduler().run_all_once(utcnow() + timedelta(days=30))
         [tier1] = outbox(app, number, "sla_tier1")
         assert tier1.recipients == [LEAD]
     finally:

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from daemon.app import App
+from daemon.wiring import App
 from tickets.calendar import BusinessCalendar
 from tickets.models import Event, Ticket
 from tickets.sla import SlaEscalated, SlaPolicy, clocks_of, fired_keys, refresh, scan
@@ -101,7 +101,7 @@ def _stored(app: App, ticket: Ticket, policy: SlaPolicy) -> int:
 
 def _scan(app: App, policy: SlaPolicy, now: datetime) -> list[object]:
     with app.sessions.begin() as session:
-        return list(scan(session, policy, now))
+        return scan(session, policy, now).changes
 
 
 def test_breach_escalates_a_level_two_ticket_once_then_the_next_tier_once(

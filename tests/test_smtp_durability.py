@@ -23,8 +23,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from daemon.app import App
 from daemon.config import load_settings
+from daemon.wiring import App
 from tests.fixtures.smtp_listener import serve_smtp
 from tests.helpers import count, make_app
 from tests.mailbuilder import mail, message_id

@@ -18,8 +18,8 @@ import trustme
 from sqlalchemy import select
 from sqlalchemy.orm import undefer
 
-from daemon.app import App
-from daemon.smtp_listener import protocol_name, received_header
+from daemon.intake.smtp_handler import protocol_name, received_header
+from daemon.wiring import App
 from tests.fixtures.smtp_listener import SmtpServer, serve_smtp
 from tests.helpers import make_app
 from tests.mailbuilder import mail as build_mail

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from daemon.app import App
+from daemon.wiring import App
 from tests.fixtures.smtp_sink import SmtpSink
 from tests.helpers import AGENT, ANA, act, count, events, ingest, new_ticket, relay_app
 from tests.mailbuilder import mail

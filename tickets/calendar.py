@@ -60,7 +60,7 @@ class BusinessCalendar:
         """The moment `seconds` of business time after `start` (aware UTC)."""
         if seconds <= 0:
             return start.astimezone(UTC)
-        moved = start + BusinessTimeDelta(self._rules, seconds=int(round(seconds)))
+        moved: datetime = start + BusinessTimeDelta(self._rules, seconds=int(round(seconds)))
         return moved.astimezone(UTC)
 
     def between(self, start: datetime, end: datetime) -> float:

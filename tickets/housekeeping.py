@@ -11,12 +11,10 @@ import logging
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tickets.changes import Change
-from tickets.lifecycle import Status, change_status
+from tickets.lifecycle import Status, change_status, record_once
 from tickets.models import Event, Ticket
 
 log = logging.getLogger("buzon.housekeeping")
@@ -87,24 +85,6 @@ def tickets_to_remind(
             continue
         if ticket.sla_paused_at is None:
             continue
-        if claim_once(session, ticket.id, reminder_key(ticket), REMINDER, now):
+        if record_once(session, ticket.id, reminder_key(ticket), REMINDER, ACTOR, now, REMINDER):
             due.append(ticket)
     return due
-
-
-def claim_once(session: Session, ticket_id: int, key: str, kind: str, now: datetime) -> bool:
-    """Record a one-off event; False when it exists already (maybe by another scheduler)."""
-    values = {
-        "ticket_id": ticket_id,
-        "kind": kind,
-        "field": kind,
-        "actor": ACTOR,
-        "once_key": key,
-        "created_at": now,
-        "data": {},
-    }
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    table = Event.__table__
-    statement = insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id)
-    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
-    return session.execute(statement).first() is not None

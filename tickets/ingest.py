@@ -1,21 +1,19 @@
-"""From raw bytes to tickets: the one path every intake shares.
+"""From a stored raw message to tickets: the one path every intake shares.
 
-`accept` stores the bytes (the only thing an intake does before acknowledging);
-`process` parses, dedupes, classifies, threads and applies, in one transaction.
+`process` parses, dedupes, classifies, threads and applies, in one transaction; the
+queue of stored messages it reads from is `tickets.inbox`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from parsers import Address, ParsedMessage, parse
 from parsers.message import MailKind
@@ -28,15 +26,16 @@ from parsers.thread_keys import (
     ticket_from_subject,
 )
 from tickets import survey
+from tickets.addresses import mark_bouncing
 from tickets.blobstore import BlobStore
 from tickets.changes import Change, CustomerReplied, TicketCreated
-from tickets.errors import TicketError
+from tickets.errors import TicketError, describe
+from tickets.inbox import SessionFactory
 from tickets.lifecycle import Status, change_status, record
 from tickets.models import (
     Article,
     ArticleKind,
     AttachmentFile,
-    MailAddress,
     OutboxMessage,
     Participant,
     ParticipantRole,
@@ -50,7 +49,6 @@ from tickets.policy import MailPolicy
 log = logging.getLogger("buzon.ingest")
 
 AfterApply = Callable[[Session, list[Change]], None]
-SessionFactory = sessionmaker[Session]
 
 NO_SUBJECT = "(sin asunto)"
 
@@ -63,105 +61,6 @@ class Outcome:
     article_id: int | None = None
     reason: str | None = None
     changes: tuple[Change, ...] = field(default=())
-
-
-class StoreUnavailable(Exception):
-    """The raw message could not be committed: the intake must answer 'try later'."""
-
-
-# --- accept: durable before acknowledged -------------------------------------------------
-
-
-def accept(
-    sf: SessionFactory, raw: bytes, source: str, envelope: dict[str, Any] | None = None
-) -> int:
-    """Commit the exact bytes and how they came; return the row id."""
-    return accept_many(sf, [(raw, envelope or {})], source)[0]
-
-
-def accept_many(
-    sf: SessionFactory, items: Sequence[tuple[bytes, dict[str, Any]]], source: str
-) -> list[int]:
-    """Commit several messages in one transaction (an intake's group commit): all or none."""
-    rows = [
-        RawMessage(
-            source=source,
-            envelope=envelope,
-            raw=raw,
-            sha256=hashlib.sha256(raw).hexdigest(),
-            size=len(raw),
-            state=RawState.PENDING,
-        )
-        for raw, envelope in items
-    ]
-    try:
-        with sf.begin() as session:
-            session.add_all(rows)
-            session.flush()
-            return [row.id for row in rows]
-    except Exception as exc:  # any storage failure means "not accepted"
-        raise StoreUnavailable(f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from exc
-
-
-def claim_pending(sf: SessionFactory, instance: str, limit: int, stale_seconds: int) -> list[int]:
-    """Claim up to `limit` pending rows (or rows whose claimer died) for this worker."""
-    now = utcnow()
-    stale = now - timedelta(seconds=stale_seconds)
-    with sf.begin() as session:
-        ids = list(
-            session.scalars(
-                select(RawMessage.id)
-                .where(
-                    or_(
-                        RawMessage.state == RawState.PENDING,
-                        (RawMessage.state == RawState.PROCESSING) & (RawMessage.claimed_at < stale),
-                    )
-                )
-                .order_by(RawMessage.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        )
-        if ids:
-            session.execute(
-                update(RawMessage)
-                .where(RawMessage.id.in_(ids))
-                .values(state=RawState.PROCESSING, claimed_at=now, claimed_by=instance)
-            )
-        return ids
-
-
-def claimers(sf: SessionFactory) -> set[str]:
-    """Who holds rows in `processing` right now."""
-    with sf() as session:
-        return set(
-            session.scalars(
-                select(RawMessage.claimed_by)
-                .where(RawMessage.state == RawState.PROCESSING)
-                .distinct()
-            )
-        ) - {None}  # type: ignore[arg-type]
-
-
-def release_claims(sf: SessionFactory, holders: Iterable[str]) -> int:
-    """Give the rows of dead claimers back to the queue at once."""
-    with sf.begin() as session:
-        result = session.execute(
-            update(RawMessage)
-            .where(RawMessage.state == RawState.PROCESSING, RawMessage.claimed_by.in_(holders))
-            .values(state=RawState.PENDING, claimed_at=None, claimed_by=None)
-        )
-        return result.rowcount or 0
-
-
-def reset_for_reprocess(sf: SessionFactory, raw_ids: Iterable[int]) -> int:
-    with sf.begin() as session:
-        result = session.execute(
-            update(RawMessage)
-            .where(RawMessage.id.in_(list(raw_ids)))
-            .values(state=RawState.PENDING, attempts=0, reason=None, claimed_at=None)
-        )
-        return result.rowcount or 0
 
 
 # --- process ------------------------------------------------------------------------------
@@ -215,7 +114,7 @@ def _process_once(
 
 
 def _record_failure(sf: SessionFactory, policy: MailPolicy, raw_id: int, exc: Exception) -> Outcome:
-    error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:500] if str(exc) else ''}"
+    error = describe(exc, 500)
     log.warning("process failed raw=%s error=%s", raw_id, error)
     with sf.begin() as session:
         row = session.get(RawMessage, raw_id)
@@ -508,14 +407,3 @@ def _apply_bounce(
         ticket.id if ticket else None,
         reason=f"bounce for {failed}"[:500],
     )
-
-
-def mark_bouncing(session: Session, email: str, reason: str) -> None:
-    email = email.strip().lower()
-    if "@" not in email:
-        return
-    address = session.get(MailAddress, email) or MailAddress(email=email)
-    address.bouncing = True
-    address.bounce_reason = reason[:1000]
-    address.bounced_at = utcnow()
-    session.add(address)

@@ -37,7 +37,7 @@ def acquire(
             .values(holder=holder, expires_at=expires)
             .execution_options(synchronize_session=False)
         )
-        if taken.rowcount == 1:
+        if _rowcount(taken) == 1:
             return True
     try:
         with sf.begin() as session:
@@ -67,3 +67,8 @@ def holder_of(
         if lease is None or lease.expires_at < now:
             return None
         return lease.holder, lease.expires_at
+
+
+def _rowcount(result: object) -> int:
+    """Rows an UPDATE or DELETE touched (a CursorResult; typed as Result by SQLAlchemy)."""
+    return int(getattr(result, "rowcount", 0) or 0)

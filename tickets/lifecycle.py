@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tickets.changes import Change, StatusChanged
@@ -36,7 +39,34 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.CLOSED: frozenset(),
 }
 
-OPEN_STATUSES = frozenset(_OPEN)
+
+def record_once(
+    session: Session,
+    ticket_id: int,
+    key: str,
+    kind: str,
+    actor: str,
+    now: datetime,
+    field: str | None = None,
+) -> bool:
+    """Record the one-off event `key` (an SLA step, a reminder); False when it exists
+    already, perhaps written a moment ago by another instance's scheduler."""
+    values = {
+        "ticket_id": ticket_id,
+        "kind": kind,
+        "field": field or key.removeprefix(f"{kind}:"),
+        "actor": actor,
+        "once_key": key,
+        "created_at": now,
+        "data": {},
+    }
+    bind = session.get_bind()
+    insert = pg_insert if bind.dialect.name == "postgresql" else sqlite_insert
+    table = Event.__table__
+    assert isinstance(table, Table)
+    statement = insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id)
+    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
+    return session.execute(statement).first() is not None
 
 
 def check_transition(old: str, new: str) -> Status:
@@ -58,10 +88,10 @@ def record(session: Session, ticket: Ticket, kind: str, actor: str, **fields: ob
         ticket=ticket,
         kind=kind,
         actor=actor,
-        field=fields.pop("field", None),  # type: ignore[arg-type]
+        field=fields.pop("field", None),
         old_value=_text(fields.pop("old", None)),
         new_value=_text(fields.pop("new", None)),
-        once_key=fields.pop("once_key", None),  # type: ignore[arg-type]
+        once_key=fields.pop("once_key", None),
         data={k: v for k, v in fields.items() if v is not None},
     )
     if isinstance(at, datetime):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from tickets.addresses import is_own
 
 
 @dataclass(frozen=True)
@@ -19,16 +21,9 @@ class MailPolicy:
     default_language: str = "es"
     max_attempts: int = 3
     instance: str = "buzon"
-    categories: tuple[str, ...] = field(default=())
 
     def is_own(self, email: str) -> bool:
-        local, _, domain = email.lower().partition("@")
-        base = local.split("+", 1)[0] + "@" + domain
-        return base in self.own_addresses or domain in self.support_domains
+        return is_own(email, self.own_addresses, self.support_domains)
 
     def is_agent(self, email: str) -> bool:
         return email.lower() in self.agents
-
-    @property
-    def domain(self) -> str:
-        return sorted(self.own_addresses)[0].partition("@")[2]

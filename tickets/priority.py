@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 
 from tickets.errors import TicketError
 
-LEVELS = ("high", "medium", "low")
-
 # The usual ITIL grid: the worse of the two axes dominates, both high is P1.
 DEFAULT_MATRIX: dict[str, dict[str, str]] = {
     "high": {"high": "P1", "medium": "P2", "low": "P3"},

@@ -1,15 +1,18 @@
-"""Read-side queries for the CLI (and later an API): plain dicts, ready to print or dump."""
+"""Read-side queries for every interface (CLI, metrics, doctor, later an API): plain
+dicts and figures, ready to print or dump, computed here once."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from tickets.errors import TicketNotFound
-from tickets.models import Article, RawMessage, RawState, Ticket
+from tickets.lifecycle import event_marks, time_spent
+from tickets.models import Article, OutboxMessage, RawMessage, RawState, Ticket, utcnow
+from tickets.sla import SlaPolicy, clocks_of, fired_keys
 
 
 def ticket_summary(t: Ticket) -> dict[str, Any]:
@@ -62,7 +65,9 @@ def list_tickets(
     return [ticket_summary(t) for t in session.scalars(query)]
 
 
-def ticket_detail(session: Session, number: int) -> dict[str, Any]:
+def ticket_detail(session: Session, number: int, now: datetime | None = None) -> dict[str, Any]:
+    """Thread, participants, attachments, history, and the time spent open per level
+    and per team (replayed from the history, seed 000)."""
     ticket = session.scalar(
         select(Ticket)
         .where(Ticket.id == number)
@@ -74,8 +79,11 @@ def ticket_detail(session: Session, number: int) -> dict[str, Any]:
     )
     if ticket is None:
         raise TicketNotFound(f"no ticket #{number}")
+    spent = time_spent(ticket.created_at, event_marks(ticket.events), now or utcnow())
     return {
         **ticket_summary(ticket),
+        "time_by_level": {str(k): round(v) for k, v in sorted(spent.by_level.items())},
+        "time_by_team": {k or "-": round(v) for k, v in sorted(spent.by_team.items())},
         "participants": [
             {"email": p.email, "name": p.name, "role": p.role} for p in ticket.participants
         ],
@@ -149,3 +157,67 @@ def failed_raw_ids(session: Session) -> list[int]:
             .order_by(RawMessage.id)
         )
     )
+
+
+def sla_report(session: Session, number: int, policy: SlaPolicy, now: datetime) -> dict[str, Any]:
+    """A ticket's SLA clocks: targets, due times, pauses, state, and what has fired."""
+    ticket = session.get(Ticket, number)
+    if ticket is None:
+        raise TicketNotFound(f"no ticket #{number}")
+    return {
+        "number": ticket.id,
+        "priority": ticket.priority,
+        "level": ticket.level,
+        "status": ticket.status,
+        "paused_since": ticket.sla_paused_at,
+        "paused_business_seconds": ticket.sla_paused_seconds,
+        "next_check_at": ticket.sla_next_check_at,
+        "calendar": policy.calendar.timezone,
+        "clocks": [
+            {
+                "name": c.name,
+                "target_business_hours": c.target_seconds / 3600,
+                "due_at": c.due_at,
+                "warn_at": c.warn_at,
+                "stopped_at": c.stopped_at,
+                "state": _clock_state(c.due_at, c.stopped_at, c.paused, now),
+            }
+            for c in clocks_of(ticket, policy)
+        ],
+        "fired": dict(sorted(fired_keys(session, ticket.id).items())),
+    }
+
+
+def _clock_state(
+    due: datetime | None, stopped: datetime | None, paused: bool, now: datetime
+) -> str:
+    if stopped is not None:
+        return "stopped"
+    if paused:
+        return "paused"
+    if due is None:
+        return "not running"
+    return "breached" if due <= now else "running"
+
+
+def queue_figures(session: Session) -> dict[str, Any]:
+    """How many raw messages (by source and state) and outbound mails (by state) there
+    are; `raw` sums the sources."""
+    by_source: dict[str, dict[str, int]] = {}
+    raw: dict[str, int] = {}
+    rows = session.execute(
+        select(RawMessage.source, RawMessage.state, func.count()).group_by(
+            RawMessage.source, RawMessage.state
+        )
+    )
+    for source, state, count in rows:
+        by_source.setdefault(source, {})[state] = count
+        raw[state] = raw.get(state, 0) + count
+    outbox = session.execute(
+        select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)
+    )
+    return {
+        "raw": raw,
+        "raw_by_source": by_source,
+        "outbox": {state: count for state, count in outbox},
+    }

@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tickets.calendar import BusinessCalendar
-from tickets.lifecycle import Status, record
+from tickets.lifecycle import Status, record, record_once
 from tickets.models import Event, Ticket
 
 log = logging.getLogger("buzon.sla")
@@ -221,20 +219,7 @@ def _claim(session: Session, ticket_id: int, key: str, now: datetime, fired: Fir
     """Record the one-off event `key`; False when it exists (maybe by another scheduler)."""
     if key in fired:
         return False
-    values = {
-        "ticket_id": ticket_id,
-        "kind": "sla",
-        "field": key.removeprefix("sla:"),
-        "actor": "buzon-sla",
-        "once_key": key,
-        "created_at": now,
-        "data": {},
-    }
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    table = Event.__table__
-    statement = insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id)
-    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
-    inserted = session.execute(statement).first() is not None
+    inserted = record_once(session, ticket_id, key, "sla", "buzon-sla", now)
     fired[key] = now
     if inserted:
         log.info("sla ticket=%s %s", ticket_id, key)
@@ -295,11 +280,21 @@ def _raise_priority(
     refresh(ticket, policy, now, fired)  # the new priority has its own targets
 
 
-def scan(session: Session, policy: SlaPolicy, now: datetime, limit: int = 500) -> list[SlaChange]:
-    """One pass over the due tickets (call inside a transaction)."""
+@dataclass(frozen=True)
+class ScanPass:
+    """One pass of the scan: how many due tickets it took, and what fired."""
+
+    checked: int
+    changes: list[SlaChange]
+
+
+def scan(session: Session, policy: SlaPolicy, now: datetime, limit: int = 500) -> ScanPass:
+    """One pass over at most `limit` due tickets (call inside a transaction); fewer than
+    `limit` checked means nothing else is due now (or the rest is locked elsewhere)."""
+    ids = due_ticket_ids(session, now, limit)
     changes: list[SlaChange] = []
-    for ticket_id in due_ticket_ids(session, now, limit):
+    for ticket_id in ids:
         ticket = session.get(Ticket, ticket_id)
         if ticket is not None:
             changes += check_ticket(session, ticket, policy, now)
-    return changes
+    return ScanPass(len(ids), changes)

@@ -2,8 +2,8 @@
 
 For every message above the last UID ingested (never UNSEEN: a mail read in Outlook
 still counts) it fetches RFC822.SIZE first, then BODY.PEEK[] in batches bounded by
-count and bytes, commits the exact bytes (`accept`), processes that row at once, and
-only then marks, moves or deletes the message on the server. The last UID and the
+count and bytes, commits the exact bytes (`accept`), has the desk process that row at
+once, and only then marks, moves or deletes the message on the server. The last UID and the
 UIDVALIDITY live in `imap_mailboxes`; a UIDVALIDITY change refetches the folder and
 the store's dedupe (plus a lookup of the same bytes stored earlier) keeps it to one
 article per mail. A lease (`imap:<name>`) keeps other instances off the mailbox.
@@ -27,23 +27,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError, LoginError
-from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.config import ImapMailbox
-from daemon.imap_auth import Credentials, TokenError, credentials_for
+from daemon.intake.imap_auth import Credentials, TokenError
 from tickets import leases
-from tickets.ingest import AfterApply, StoreUnavailable, accept, process
-from tickets.models import ImapMailboxState, RawMessage, RawState, utcnow
-from tickets.policy import MailPolicy
-
-if TYPE_CHECKING:
-    from daemon.app import App
+from tickets.inbox import StoreUnavailable, accept, record_unfetched, stored_before
+from tickets.models import ImapMailboxState, RawState, utcnow
 
 log = logging.getLogger("buzon.imap")
 
@@ -84,7 +79,7 @@ class Backoff:
     def delay(self, failures: int) -> float:
         """Exponential with jitter, so many instances do not reconnect in step."""
         cap = min(self.max_seconds, self.min_seconds * 2 ** min(max(failures - 1, 0), 30))
-        return cap / 2 + random.uniform(0, cap / 2)
+        return float(cap / 2 + random.uniform(0, cap / 2))
 
 
 def connect_factory(mailbox: ImapMailbox) -> Connect:
@@ -132,24 +127,22 @@ class ImapPoller:
         connect: Connect,
         credentials: Credentials,
         sessions: sessionmaker[Session],
-        policy: MailPolicy,
+        ingest: Callable[[int], str],
         holder: str,
-        after_apply: AfterApply | None = None,
-        ingest: Callable[[int], str] | None = None,
         lease_seconds: float = 60,
         backoff: Backoff | None = None,
         check_interval: float = 0.5,
+        on_accept: Callable[[], None] | None = None,
+        on_outcome: Callable[[str], None] | None = None,
     ) -> None:
         self.mailbox = mailbox
         self.connect = connect
         self.credentials = credentials
         self.sessions = sessions
-        self.policy = policy
         self.holder = holder
-        self.after_apply = after_apply
-        # Turns a stored row into tickets and returns its state; the benchmark swaps it
-        # to measure the poller's own cost.
-        self.ingest = ingest or self._process
+        # Turns a stored row into tickets and returns its state (the desk; the benchmark
+        # passes a stand-in to measure the poller's own cost).
+        self.ingest = ingest
         self.lease_name = f"imap:{mailbox.name}"
         self.lease_seconds = lease_seconds
         self.backoff = backoff or Backoff()
@@ -158,8 +151,8 @@ class ImapPoller:
         self.uidvalidity: int | None = None
         self.counts: dict[str, int] = {}
         # Metrics hooks: a message stored, and the state each message ended in.
-        self.on_accept: Callable[[], None] | None = None
-        self.on_outcome: Callable[[str], None] | None = None
+        self.on_accept = on_accept
+        self.on_outcome = on_outcome
         self.working = threading.Event()  # set while this poller holds and works the box
         self._failures = 0
         self._outage_since: float | None = None
@@ -227,6 +220,14 @@ class ImapPoller:
     def standing_by(self) -> bool:
         """Another instance holds the mailbox's lease: this one is a healthy spare."""
         return self._standing_by
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready while connected, or while a healthy spare."""
+        if self.working.is_set():
+            return True, ""
+        if self.standing_by:
+            return True, "standing by: another instance holds the mailbox"
+        return False, "not connected"
 
     # --- outages ----------------------------------------------------------------------------
 
@@ -400,6 +401,7 @@ class ImapPoller:
         done: list[int] = []
         failed: list[int] = []
         for uid in uids:
+            state: str | None
             if uid in bodies:
                 raw = bodies.pop(uid)
                 state = self._store(raw, uid, known.get(hashlib.sha256(raw).hexdigest()))
@@ -430,21 +432,10 @@ class ImapPoller:
         self._count(state)
         return state
 
-    def _process(self, raw_id: int) -> str:
-        return process(self.sessions, self.policy, raw_id, self.after_apply).state
-
     def _stored_before(self, digests: list[str]) -> dict[str, tuple[int, str]]:
         """Rows of the same bytes fetched before a crash or a UIDVALIDITY reset: reused,
         so that a refetch neither stores nor processes a message twice."""
-        if not digests:
-            return {}
-        with self.sessions() as session:
-            rows = session.execute(
-                select(RawMessage.sha256, RawMessage.id, RawMessage.state)
-                .where(RawMessage.sha256.in_(digests), RawMessage.source == "imap")
-                .order_by(RawMessage.id.desc())
-            ).all()
-        return {digest: (raw_id, state) for digest, raw_id, state in rows}  # oldest wins
+        return stored_before(self.sessions, digests, "imap")
 
     def _store_oversize(self, client: IMAPClient, uid: int, size: int) -> str | None:
         """Record the headers only (the body is never loaded) and apply oversize_policy."""
@@ -455,20 +446,7 @@ class ImapPoller:
         skip = self.mailbox.oversize_policy == "skip"
         state = RawState.IGNORED if skip else RawState.FAILED
         reason = f"oversize {size} bytes"
-        if not self._stored_before([hashlib.sha256(headers).hexdigest()]):
-            with self.sessions.begin() as session:
-                session.add(
-                    RawMessage(
-                        source="imap",
-                        envelope=self._envelope(uid),
-                        raw=headers,
-                        sha256=hashlib.sha256(headers).hexdigest(),
-                        size=len(headers),
-                        state=state,
-                        reason=reason,
-                        processed_at=utcnow(),
-                    )
-                )
+        record_unfetched(self.sessions, headers, "imap", self._envelope(uid), state, reason)
         log.warning(
             "mailbox=%s uid=%s %s over the limit; recorded as %s", self.name, uid, reason, state
         )
@@ -546,23 +524,7 @@ class ImapPoller:
         self._folders.add(folder)
 
 
-# --- wiring and status ----------------------------------------------------------------------
-
-
-def poller_for(app: App, mailbox: ImapMailbox, connect: Connect | None = None) -> ImapPoller:
-    """A poller wired from the app's settings; `connect` overrides the configured server."""
-    imap = app.settings.imap
-    return ImapPoller(
-        mailbox,
-        connect=connect or connect_factory(mailbox),
-        credentials=credentials_for(mailbox, app.settings.data_dir),
-        sessions=app.sessions,
-        policy=app.policy,
-        holder=app.instance,
-        after_apply=app.after_apply,
-        lease_seconds=imap.lease_seconds,
-        backoff=Backoff(imap.reconnect_min_seconds, imap.reconnect_max_seconds),
-    )
+# --- status ----------------------------------------------------------------------
 
 
 def mailbox_status(

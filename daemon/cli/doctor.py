@@ -9,23 +9,24 @@ tokens, so the output can be pasted into a ticket.
 from __future__ import annotations
 
 import smtplib
-import ssl
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import click
-from sqlalchemy import func, select
 
-from daemon.app import App
-from daemon.cli import EX_CONFIG, main
-from daemon.config import ConfigError, ImapMailbox, load_settings, split_hostport
-from daemon.imap_auth import credentials_for
-from daemon.imap_poller import connect_factory, describe, mailbox_status
+from daemon.cli.common import EX_CONFIG, root_config
+from daemon.config import ConfigError, ImapMailbox, load_settings
+from daemon.intake.imap_auth import credentials_for
+from daemon.intake.imap_poller import connect_factory, describe, mailbox_status
+from daemon.wiring import App
+from notifier.errors import NotifierError
 from tickets.db import schema_is_current
-from tickets.models import OutboxMessage, RawMessage, RawState
+from tickets.models import RawState
+from tickets.queries import queue_figures
 
 Check = tuple[str, Callable[[], str]]  # name, and a callable returning the "ok" detail
 
@@ -34,11 +35,11 @@ class Failed(Exception):
     """A check failed; the message is the reason shown after FAIL."""
 
 
-@main.command("doctor")
+@click.command("doctor")
 @click.option("--config", envvar="BUZON_CONFIG", type=click.Path(dir_okay=False))
 def doctor(config: str | None) -> None:
     """Check config, database, mailboxes, relay and data dir; exit 0 when all are ok."""
-    ctx_config = click.get_current_context().find_root().params.get("config")
+    ctx_config = root_config()
     try:
         settings = load_settings(config or ctx_config)
     except ConfigError as exc:
@@ -77,9 +78,9 @@ def _checks(app: App) -> Iterator[Check]:
 
     yield "database", database
     for mailbox in app.settings.imap.mailboxes:
-        yield f"imap {mailbox.name}", lambda m=mailbox: _imap(app, m, database_ok[0])
+        yield f"imap {mailbox.name}", partial(_imap, app, mailbox, database_ok)
     if app.settings.outbound.relay is None:
-        yield "outbound maildir", lambda: _writable(app.settings.outbox_maildir)
+        yield "outbound maildir", lambda: _relay(app) and _writable(app.settings.outbox_maildir)
     else:
         yield f"relay {app.settings.outbound.relay}", lambda: _relay(app)
     yield "queues", lambda: _queues(app) if database_ok[0] else _skipped()
@@ -111,7 +112,7 @@ def _database(app: App) -> str:
     return where
 
 
-def _imap(app: App, mailbox: ImapMailbox, with_status: bool) -> str:
+def _imap(app: App, mailbox: ImapMailbox, database_ok: list[bool]) -> str:
     """Connect, log in and select, as the poller does; then what the store knows."""
     credentials = credentials_for(mailbox, app.settings.data_dir)
     try:
@@ -121,7 +122,7 @@ def _imap(app: App, mailbox: ImapMailbox, with_status: bool) -> str:
     except Exception as exc:
         raise Failed(f"{mailbox.user}@{mailbox.host}:{mailbox.port}: {describe(exc)}") from None
     detail = f"{mailbox.host}:{mailbox.port} {mailbox.folder}"
-    if with_status:
+    if database_ok[0]:  # the store answers: show what it knows of the mailbox
         status = mailbox_status(app.sessions, [mailbox])[0]
         detail += f"; last successful poll {_age(status['seconds_since_success'])}"
         if mailbox.oauth2_token_command or mailbox.oauth2_token_file:
@@ -136,46 +137,24 @@ def _age(seconds: float | None) -> str:
 def _relay(app: App) -> str:
     """Connect, EHLO, STARTTLS and AUTH as configured; nothing is sent."""
     out = app.settings.outbound
-    host, port = split_hostport(out.relay or "")
-    context = ssl.create_default_context(cafile=str(out.ca_file) if out.ca_file else None)
-    conn: smtplib.SMTP | None = None
     try:
-        if out.security == "tls":
-            conn = smtplib.SMTP_SSL(host, port, timeout=out.timeout, context=context)
-        else:
-            conn = smtplib.SMTP(host, port, timeout=out.timeout)
-        conn.ehlo()
-        if out.security == "starttls":
-            conn.starttls(context=context)
-            conn.ehlo()
-        if out.user is not None:
-            conn.login(out.user, out.password or "")
+        app.transport().check()
     except smtplib.SMTPAuthenticationError as exc:
         raise Failed(f"relay refused the login of {out.user}: {exc.smtp_code}") from None
+    except NotifierError as exc:
+        raise Failed(str(exc)) from None
     except (OSError, smtplib.SMTPException) as exc:
         raise Failed(f"{type(exc).__name__}: {exc}"[:200]) from None
-    finally:
-        if conn is not None:
-            try:
-                conn.quit()
-            except (OSError, smtplib.SMTPException):
-                conn.close()
     return f"{out.security}" + (", login ok" if out.user else "")
 
 
 def _queues(app: App) -> str:
     with app.sessions() as session:
-        raw = dict(
-            session.execute(select(RawMessage.state, func.count()).group_by(RawMessage.state)).all()
-        )
-        outbox = dict(
-            session.execute(
-                select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)
-            ).all()
-        )
-    figures = [f"{state} {raw.get(state, 0)}" for state in _RAW_STATES]
-    figures.append(f"outbox {', '.join(f'{s} {n}' for s, n in sorted(outbox.items())) or 'empty'}")
-    return "; ".join(figures)
+        figures = queue_figures(session)
+    raw, outbox = figures["raw"], figures["outbox"]
+    parts = [f"{state} {raw.get(state, 0)}" for state in _RAW_STATES]
+    parts.append(f"outbox {', '.join(f'{s} {n}' for s, n in sorted(outbox.items())) or 'empty'}")
+    return "; ".join(parts)
 
 
 _RAW_STATES = (RawState.PENDING, RawState.FAILED, RawState.QUARANTINED)

@@ -1,7 +1,7 @@
-"""Agents' commands on `buzon tickets …` and the outbox commands `buzon outbox …`.
+"""`buzon tickets …`: list and show tickets, and the agents' actions on them.
 
-Each ticket command is one transaction: the domain action, the SLA clocks and the
-outbox rows of its notification commit together or not at all.
+Each action goes through the desk: the domain change, the SLA clocks and the outbox
+rows of its notification commit together or not at all.
 """
 
 from __future__ import annotations
@@ -10,26 +10,119 @@ import getpass
 import mimetypes
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy.orm import Session
 
-from daemon.app import App
-from daemon.cli import EX_DATAERR, _emit, _fail, main, tickets_group, with_app
-from notifier import outbox
-from notifier.delivery import deliver_due
-from notifier.errors import OutboxError
-from notifier.notify import Queued
-from tickets import actions
+from daemon.cli.common import DURATION, EX_DATAERR, emit, emit_rows, fail, with_app
+from daemon.wiring import App
+from notifier.mail import Queued
+from tickets import actions, queries
 from tickets.blobstore import BlobStore
-from tickets.changes import Change
 from tickets.lifecycle import Status
 from tickets.models import Ticket, utcnow
 
-Action = Callable[[Session, Ticket], list[Change]]
 STATUSES = [s.value for s in Status]
+
+
+@click.group("tickets")
+def tickets_group() -> None:
+    """List and show tickets."""
+
+
+@tickets_group.command("list")
+@click.option("--status", help="Only this status (new, in_progress, ...).")
+@click.option("--level", type=click.IntRange(1, 2))
+@click.option("--requester", help="Requester's address.")
+@click.option("--breached", is_flag=True, help="Only tickets past an SLA due time.")
+@click.option("--due-within", type=DURATION, help="Only tickets due within e.g. 2h, 30m, 1d.")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def tickets_list(
+    app: App,
+    status: str | None,
+    level: int | None,
+    requester: str | None,
+    breached: bool,
+    due_within: timedelta | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Tickets, newest first (by due time with --breached / --due-within)."""
+    due_before = None
+    if breached or due_within is not None:
+        due_before = utcnow() + (due_within or timedelta(0))
+    with app.sessions() as session:
+        rows = queries.list_tickets(
+            session,
+            status=status,
+            level=level,
+            requester=requester,
+            due_before=due_before,
+            limit=limit,
+        )
+
+    emit_rows(rows, as_json, _ticket_line, "no tickets")
+
+
+def _ticket_line(t: dict[str, Any]) -> str:
+    return (
+        f"#{t['number']:<6} {t['status']:<20} L{t['level']} {t['priority']} "
+        f"{t['requester']:<30} {t['subject'][:60]}"
+    )
+
+
+@tickets_group.command("show")
+@click.argument("number", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def tickets_show(app: App, number: int, as_json: bool) -> None:
+    """One ticket: thread, participants, attachments and history."""
+    with app.sessions() as session:
+        data = queries.ticket_detail(session, number, utcnow())
+    emit(data, as_json, _print_ticket)
+
+
+def _print_ticket(t: dict[str, Any]) -> None:
+    click.echo(f"#{t['number']} {t['subject']}")
+    click.echo(
+        f"  status {t['status']}  level {t['level']}  priority {t['priority']}  "
+        f"category {t['category']}  language {t['language']}"
+    )
+    click.echo(
+        f"  requester {t['requester']}  assignee {t['assignee'] or '-'}  team {t['team'] or '-'}"
+    )
+    if t["parent"]:
+        click.echo(f"  follows up ticket #{t['parent']}")
+    click.echo("participants:")
+    for p in t["participants"]:
+        click.echo(f"  {p['role']:<10} {p['email']}")
+    click.echo("thread:")
+    for a in t["articles"]:
+        click.echo(f"  [{a['id']}] {a['created_at']} {a['kind']} from {a['from'] or a['author']}")
+        for line in (a["new_text"] or "").strip().splitlines()[:20]:
+            click.echo(f"      {line}")
+        for f in a["attachments"]:
+            click.echo(f"      📎 {f['filename']} ({f['content_type']}, {f['size']} bytes)")
+    click.echo("history:")
+    for e in t["events"]:
+        change = f" {e['field']}: {e['old'] or '-'} → {e['new'] or '-'}" if e["field"] else ""
+        why = "; ".join(f"{k} {e['data'][k]}" for k in ("type", "reason", "note") if k in e["data"])
+        why = f" ({why})" if why else ""
+        click.echo(f"  {e['at']} {e['kind']}{change} by {e['actor']}{why}")
+    spent = [f"level {k} {_hm(v)}" for k, v in t["time_by_level"].items()]
+    spent += [f"team {k} {_hm(v)}" for k, v in t["time_by_team"].items()]
+    click.echo("time open (h:mm): " + "  ".join(spent))
+
+
+def _hm(seconds: float) -> str:
+    return f"{int(seconds) // 3600}:{int(seconds) % 3600 // 60:02d}"
+
+
+# --- agents' actions ----------------------------------------------------------------------
 
 
 def _default_agent() -> str:
@@ -48,15 +141,6 @@ def as_agent(func: Callable[..., Any]) -> Callable[..., Any]:
         show_default="$BUZON_AGENT or the OS user",
         help="Who does this (recorded on the ticket's history).",
     )(func)
-
-
-def _act(app: App, number: int, action: Action) -> tuple[list[Change], list[Queued]]:
-    with app.sessions.begin() as session:
-        ticket = actions.load_ticket(session, number)
-        changes = action(session, ticket)
-        app.refresh_sla(session, changes)
-        queued = app.notifier.notify(session, changes)
-    return changes, queued
 
 
 def _report(number: int, what: str, queued: list[Queued]) -> None:
@@ -80,11 +164,8 @@ def _read_text(file: str | None, text: str | None) -> str:
     try:
         return Path(file).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        _fail(f"cannot read {file}: {exc}", EX_DATAERR)
+        fail(f"cannot read {file}: {exc}", EX_DATAERR)
         raise AssertionError("unreachable") from exc
-
-
-# --- tickets ------------------------------------------------------------------------------
 
 
 @tickets_group.command("status")
@@ -96,10 +177,10 @@ def _read_text(file: str | None, text: str | None) -> str:
 def tickets_status(app: App, number: int, status: str, note: str | None, actor: str) -> None:
     """Move a ticket to STATUS (new, in_progress, waiting_on_customer, on_hold, resolved,
     closed); customers and watchers are told."""
-    _, queued = _act(
-        app, number, lambda s, t: actions.set_status(s, t, status.strip().lower(), actor, note)
+    done = app.desk.act(
+        number, lambda s, t: actions.set_status(s, t, status.strip().lower(), actor, note)
     )
-    _report(number, f"now {status}", queued)
+    _report(number, f"now {status}", done.queued)
 
 
 @tickets_group.command("assign")
@@ -110,13 +191,12 @@ def tickets_status(app: App, number: int, status: str, note: str | None, actor: 
 @with_app
 def tickets_assign(app: App, number: int, agent: str | None, team: str | None, actor: str) -> None:
     """Give a ticket to an agent and/or a team; the customer hears who handles it."""
-    _, queued = _act(
-        app,
+    done = app.desk.act(
         number,
         lambda s, t: actions.assign(s, t, actor, agent=agent, team=team, catalogue=app.catalogue),
     )
     who = " / ".join(x for x in (agent, team) if x)
-    _report(number, f"assigned to {who}", queued)
+    _report(number, f"assigned to {who}", done.queued)
 
 
 @tickets_group.command("escalate")
@@ -131,8 +211,7 @@ def tickets_escalate(
 ) -> None:
     """Move a ticket to the second level: the team gets it as new, with an internal note.
     Customers are not told."""
-    _act(
-        app,
+    app.desk.act(
         number,
         lambda s, t: actions.escalate(
             s,
@@ -156,7 +235,7 @@ def tickets_escalate(
 def tickets_note(app: App, number: int, text: str | None, file: str | None, actor: str) -> None:
     """Add an internal note (TEXT, --file or stdin); never mailed."""
     body = _read_text(file, text)
-    _act(app, number, lambda s, t: actions.add_note(s, t, actor, body))
+    app.desk.act(number, lambda s, t: actions.add_note(s, t, actor, body))
     click.echo(f"ticket #{number}: note added")
 
 
@@ -187,14 +266,13 @@ def tickets_reply(
         for p in attach
     ]
     blobs = BlobStore(app.settings.attachments_dir)
-    _, queued = _act(
-        app,
+    done = app.desk.act(
         number,
         lambda s, t: actions.reply(
             s, t, actor, body, attachments=files, blobs=blobs, status=status
         ),
     )
-    _report(number, "reply recorded", queued)
+    _report(number, "reply recorded", done.queued)
 
 
 @tickets_group.command("priority")
@@ -205,8 +283,7 @@ def tickets_reply(
 @with_app
 def tickets_priority(app: App, number: int, impact: str, urgency: str, actor: str) -> None:
     """Set impact and urgency; the priority follows from the matrix."""
-    changes, _ = _act(
-        app,
+    done = app.desk.act(
         number,
         lambda s, t: actions.set_priority(
             s, t, actor, impact=impact, urgency=urgency, matrix=app.catalogue.matrix
@@ -215,58 +292,4 @@ def tickets_priority(app: App, number: int, impact: str, urgency: str, actor: st
     with app.sessions() as session:
         ticket = session.get(Ticket, number)
         priority = ticket.priority if ticket else "?"
-    click.echo(f"ticket #{number}: priority {priority}" + ("" if changes else " (unchanged)"))
-
-
-# --- outbox -------------------------------------------------------------------------------
-
-
-@main.group("outbox")
-def outbox_group() -> None:
-    """Outbound mail waiting, sent or failed."""
-
-
-@outbox_group.command("deliver")
-@with_app
-def outbox_deliver(app: App) -> None:
-    """Send what is due now (to the relay, or the local Maildir), once."""
-    counts = deliver_due(app.sessions, app.transport(), utcnow(), app.delivery_policy)
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
-    click.echo(f"outbox: {summary or 'nothing due'}")
-
-
-@outbox_group.command("list")
-@click.option("--failed", is_flag=True, help="Only mails that failed for good.")
-@click.option("--state", type=click.Choice([outbox.PENDING, outbox.SENT, outbox.FAILED]))
-@click.option("--limit", default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@with_app
-def outbox_list(app: App, failed: bool, state: str | None, limit: int, as_json: bool) -> None:
-    """Outbound mails, newest first."""
-    with app.sessions() as session:
-        rows = outbox.list_rows(session, state=outbox.FAILED if failed else state, limit=limit)
-
-    def human(items: list[dict[str, Any]]) -> None:
-        for r in items:
-            click.echo(
-                f"{r['id']:<7} {r['state']:<8} {r['kind']:<16} ticket {r['ticket'] or '-':<6} "
-                f"{len(r['recipients'])} rcpt  attempts {r['attempts']}  "
-                f"{(r['last_error'] or '')[:80]}"
-            )
-        if not items:
-            click.echo("no mails")
-
-    _emit(rows, as_json, human)
-
-
-@outbox_group.command("retry")
-@click.argument("outbox_id", type=int)
-@with_app
-def outbox_retry(app: App, outbox_id: int) -> None:
-    """Put a failed mail back in line; the next delivery pass sends it."""
-    try:
-        with app.sessions.begin() as session:
-            outbox.retry(session, outbox_id, utcnow())
-    except OutboxError as exc:
-        _fail(str(exc), EX_DATAERR)
-    click.echo(f"outbox {outbox_id}: pending again")
+    click.echo(f"ticket #{number}: priority {priority}" + ("" if done.changes else " (unchanged)"))

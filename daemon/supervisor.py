@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from daemon import sdnotify
 
-log = logging.getLogger("buzon.service")
+log = logging.getLogger("buzon.supervisor")
 
-Component = Callable[[asyncio.Event], Awaitable[None]]
+Component = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 async def serve(components: dict[str, Component], stop: asyncio.Event | None = None) -> int:
