@@ -47,7 +47,7 @@ def make_app(root: Path, server: Dovecot) -> App:
         None,
         data_dir=root / "data",
         support_addresses=["soporte@soporte.example"],
-        secret_key="bench",
+        secret_key="bench-secret-0123456789",
         log={"level": "WARNING"},
         imap={"mailboxes": [mailbox_config(server, poll_interval=60, batch_size=50)]},
     )

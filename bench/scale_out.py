@@ -207,7 +207,7 @@ def profile_one(mails: list[bytes], top: int) -> str:
             None,
             data_dir=Path(tmp),
             database_url=url,
-            secret_key="bench",
+            secret_key="bench-secret-0123456789",
             support_addresses=["soporte@soporte.example"],
         )
         app = App(settings)

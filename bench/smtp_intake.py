@@ -77,7 +77,7 @@ def serve_intake_only(port: int, data_dir: str) -> None:
         None,
         data_dir=data_dir,
         support_addresses=[SUPPORT],
-        secret_key="bench",
+        secret_key="bench-secret-0123456789",
         smtp={"max_messages_per_connection": 100000},
     )
     app = App(settings)
@@ -246,7 +246,7 @@ def run_buzon(mails: list[bytes], connections: int, max_size: int) -> tuple[Resu
         config = Path(tmp) / "buzon.toml"
         config.write_text(
             f'data_dir = "{tmp}/data"\ndatabase_url = "sqlite:///{db}"\n'
-            f'support_addresses = ["{SUPPORT}"]\nsecret_key = "bench"\n'
+            f'support_addresses = ["{SUPPORT}"]\nsecret_key = "bench-secret-0123456789"\n'
             f"[smtp]\nmax_message_size = {max_size}\nmax_messages_per_connection = 100000\n"
         )
         port = free_port()

@@ -1,3 +1,3 @@
-from daemon.cli import main
+from daemon.cli import entry
 
-main()
+entry()

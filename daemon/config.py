@@ -6,9 +6,7 @@ A bad value stops start-up with one line naming the key (`ConfigError`).
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
 import tomllib
 from datetime import date, time
 from pathlib import Path
@@ -340,7 +338,8 @@ class Settings(BaseSettings):
     support_domains: list[str] = Field(default_factory=list)  # accept any address there
     aliases: list[str] = Field(default_factory=list)  # more of our own addresses
     agents: list[str] = Field(default_factory=list)  # agents' addresses
-    secret_key: str | None = None  # default: generated once into data_dir/secret.key
+    # Default: generated once into data_dir/secret.key. Shared by every instance.
+    secret_key: str | None = Field(None, min_length=16)
     subject_tag: str = "[#{number}]"
     tag_requires_participant: bool = True
     honour_reply_to: bool = False
@@ -422,18 +421,6 @@ class Settings(BaseSettings):
 
     def is_own_address(self, email: str) -> bool:
         return is_own(email, self.own_addresses, self.support_domains)
-
-    def secret(self) -> bytes:
-        """The key that signs our Message-IDs and reply tokens; created on first use."""
-        if self.secret_key:
-            return self.secret_key.encode()
-        path = self.data_dir / "secret.key"
-        if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
-        return path.read_text().strip().encode()
 
 
 def _format_error(error: ValidationError) -> str:

@@ -20,6 +20,7 @@ from jinja2 import TemplateError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from daemon import secret_key
 from daemon.config import (
     ConfigError,
     ImapMailbox,
@@ -73,7 +74,7 @@ class App:
         return Notifier(
             NotifySettings(
                 sender=Mailbox(s.primary_address, out.from_name),
-                secret=s.secret(),
+                secret=self.secret,
                 subject_tag=s.subject_tag,
                 budget=Budget(
                     out.budget_per_recipient, out.budget_per_ticket, out.budget_window_seconds
@@ -85,6 +86,13 @@ class App:
             ),
             Renderer(out.templates_dir),
         )
+
+    @cached_property
+    def secret(self) -> bytes:
+        """The configured key, or the one generated into the data dir on first start."""
+        if self.settings.secret_key:
+            return self.settings.secret_key.encode()
+        return secret_key.load_or_create(self.settings.data_dir / "secret.key")
 
     @cached_property
     def routing(self) -> StaffRouting:
@@ -162,7 +170,7 @@ class App:
         s = self.settings
         return MailPolicy(
             own_addresses=s.own_addresses,
-            secret=s.secret(),
+            secret=self.secret,
             attachments_dir=s.attachments_dir,
             support_domains=frozenset(s.support_domains),
             agents=frozenset(s.agents),
@@ -206,7 +214,8 @@ class App:
     def prepare(self) -> None:
         """Create the data directory, bring the schema up to date, compile the templates
         (a broken override stops start-up rather than the first notification)."""
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.settings.data_dir.chmod(0o700)  # also a data dir made by an older version
         upgrade(self.engine)
         try:
             self.notifier.renderer.check()

@@ -82,7 +82,7 @@ def make_app(tmp_path: Path, db_url: str, **overrides: object) -> App:
         None,
         data_dir=tmp_path / "data",
         database_url=db_url,
-        secret_key="test-secret",
+        secret_key="test-secret-0123456789",
         **overrides,
     )
     app = App(settings)
@@ -137,15 +137,19 @@ def deliver(app: App, now: datetime | None = None) -> Counter[str]:
 def buzon(
     args: list[str], workdir: Path, stdin: str | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:
-    """`python -m daemon ARGS` on `workdir`'s data dir, as agent maria."""
+    """`python -m daemon ARGS` on `workdir`'s data dir, as agent maria; a variable
+    given as "" in `env` is unset (e.g. BUZON_SECRET_KEY="": the generated key)."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("BUZON_")}
     environment.update(
-        BUZON_DATA_DIR=str(workdir / "data"),
-        BUZON_SECRET_KEY="test-secret",
-        BUZON_SUPPORT_ADDRESSES='["soporte@soporte.example"]',
-        BUZON_AGENT="maria",
-        **env,
+        {
+            "BUZON_DATA_DIR": str(workdir / "data"),
+            "BUZON_SECRET_KEY": "test-secret-0123456789",
+            "BUZON_SUPPORT_ADDRESSES": '["soporte@soporte.example"]',
+            "BUZON_AGENT": "maria",
+            **env,
+        }
     )
+    environment = {k: v for k, v in environment.items() if v != ""}
     return subprocess.run(
         [sys.executable, "-m", "daemon", *args],
         cwd=workdir,

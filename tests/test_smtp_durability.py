@@ -104,7 +104,7 @@ def test_database_down_answers_451_to_every_recipient(tmp_path: Path, lmtp: bool
         None,
         data_dir=tmp_path / "data",
         database_url=url,
-        secret_key="test-secret",
+        secret_key="test-secret-0123456789",
         support_addresses=[SUPPORT],
     )
     app = App(settings)  # not prepared: there is no database to prepare

@@ -33,7 +33,7 @@ class Buzon:
             f'data_dir = "{tmp_path / "data"}"\n'
             f'database_url = "sqlite:///{self.db}"\n'
             f'support_addresses = ["{SUPPORT}"]\n'
-            'secret_key = "test-secret"\n'
+            'secret_key = "test-secret-0123456789"\n'
             "[ingest]\npoll_interval = 0.2\nstale_claim_seconds = 10\n"
             "[smtp]\nshutdown_grace = 10\n"
             "[http]\nenabled = false\n"
