@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from daemon import sdnotify
+from tickets.errors import describe
 
 log = logging.getLogger("buzon.supervisor")
 
@@ -41,7 +42,9 @@ async def serve(components: dict[str, Component], stop: asyncio.Event | None = N
                     failed = True
             else:
                 exc = task.exception()
-                log.error("component=%s crashed: %s: %s", tasks[task], type(exc).__name__, exc)
+                assert exc is not None
+                # describe(): a database error's text carries its parameters (mail bodies).
+                log.error("component=%s crashed: %s", tasks[task], describe(exc))
                 failed = True
             if not stop.is_set():
                 sdnotify.notify("STOPPING=1")

@@ -105,7 +105,7 @@ def _database(app: App) -> str:
     try:
         current = schema_is_current(app.engine)
     except Exception as exc:
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        reason = describe(exc).partition(": ")[2] or type(exc).__name__
         raise Failed(f"{where}: {reason}") from None
     if not current:
         raise Failed(f"{where}: schema not current (run `buzon db upgrade`)")

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from daemon.config import ImapMailbox
 from daemon.intake.imap_auth import Credentials, TokenError
 from tickets import leases
+from tickets.errors import describe as describe_error
 from tickets.inbox import StoreUnavailable, accept, record_unfetched, stored_before
 from tickets.models import ImapMailboxState, RawState, utcnow
 
@@ -115,8 +116,7 @@ def describe(exc: BaseException) -> str:
     """One line for the log: the kind of failure, never a secret (login errors included)."""
     if isinstance(exc, LoginError):
         return "LoginError: the server refused the login"
-    text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}".rstrip(": ")
+    return describe_error(exc, 200)
 
 
 class ImapPoller:
