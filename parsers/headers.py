@@ -10,7 +10,7 @@ from email.utils import parsedate_to_datetime
 from mailparser.dates import parse_mail_date
 from mailparser.utils import get_addresses
 
-from parsers.charsets import decode_words, header_text
+from parsers.charsets import codec_name, decode_words, header_text
 from parsers.message import Address
 
 _BRACKETED_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
@@ -26,7 +26,21 @@ def raw_values(msg: Message, name: str) -> list[str]:
     objects for 8-bit values.
     """
     wanted = name.lower()
-    return [header_text(str(value)) for key, value in msg.raw_items() if key.lower() == wanted]
+    values = [str(value) for key, value in msg.raw_items() if key.lower() == wanted]
+    if all(value.isascii() for value in values):
+        return values
+    hint = charset_hint(msg)
+    return [header_text(value, hint) for value in values]
+
+
+def charset_hint(msg: Message) -> str | None:
+    """The first legacy charset the message declares for a part: raw 8-bit headers use it."""
+    for part in msg.walk():
+        label = part.get_content_charset()
+        codec = codec_name(label)
+        if codec is not None and codec not in ("ascii", "utf-8"):
+            return label
+    return None
 
 
 def first_value(msg: Message, name: str) -> str:

@@ -237,7 +237,7 @@ def test_attachments_inline_regular_and_nested() -> None:
     assert pdf.payload.startswith(b"%PDF-1.4")
     assert by_type["application/octet-stream"].filename == "bashrc"
     nested = by_type["message/rfc822"]
-    assert nested.filename == "message.eml"
+    assert nested.filename == "Resultados.eml"  # named from its subject, as mail clients do
     assert b"TEXTO DEL CORREO REENVIADO" in nested.payload
 
 
