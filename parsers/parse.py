@@ -21,6 +21,7 @@ from parsers.headers import (
     parse_date,
     plain_emails,
     raw_values,
+    sender,
 )
 from parsers.htmltext import html_to_text
 from parsers.language import guess_language
@@ -76,8 +77,7 @@ def _parse(raw: bytes, defects: list[str]) -> ParsedMessage:
     content = walk(msg)
     defects.extend(content.defects)
     subject = decode_subject(msg, defects)
-    from_addrs = addresses(msg, "from", defects)
-    from_addr = from_addrs[0] if from_addrs else None
+    from_addr = sender(msg, defects)
     text, html = _body(content, defects)
     kind, kind_reason = classify(msg, subject, text)
     bounce = kind is MailKind.BOUNCE
