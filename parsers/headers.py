@@ -22,7 +22,7 @@ _WHITESPACE = re.compile(r"\s+")
 _MAILBOX = re.compile(r"[^\s@<>()\[\],;:\"]+@[^\s@<>()\[\],;:\".]+(?:\.[^\s@<>()\[\],;:\".]+)*")
 
 
-def raw_values(msg: Message, name: str) -> list[str]:
+def raw_values(msg: Message, name: str, hint: str | None = None) -> list[str]:
     """Every value of header `name`, 8-bit bytes decoded, not yet RFC 2047-decoded.
 
     `raw_items()` bypasses the compat32 fetch policy, which would hand back `Header`
@@ -32,7 +32,7 @@ def raw_values(msg: Message, name: str) -> list[str]:
     values = [str(value) for key, value in msg.raw_items() if key.lower() == wanted]
     if all(value.isascii() for value in values):
         return values
-    hint = charset_hint(msg)
+    hint = hint or charset_hint(msg)
     return [header_text(value, hint) for value in values]
 
 

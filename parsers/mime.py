@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from email.generator import BytesGenerator
@@ -9,11 +10,15 @@ from email.message import Message
 from email.utils import collapse_rfc2231_value
 from io import BytesIO
 
-from parsers.charsets import decode_bytes, decode_words, header_text
+from parsers.charsets import decode_bytes, decode_words
 from parsers.filenames import sanitise_filename
 from parsers.headers import charset_hint, first_value, raw_values
 from parsers.message import Attachment
 
+_RAW_PARAM = {
+    param: re.compile(rf'(?:^|;)\s*{param}\s*=\s*(?:"(?P<quoted>[^"]*)"|(?P<bare>[^;\s]+))', re.I)
+    for param in ("filename", "name")
+}
 MAX_DEPTH = 40  # deeper nesting is an attack or a loop, not a real mail
 _ENCAPSULATED = frozenset({"message/rfc822", "message/global"})
 
@@ -122,8 +127,21 @@ def _raw_filename(part: Message, hint: str | None) -> str | None:
         return None
     if isinstance(name, tuple):  # an RFC 2231 triple get_param did not collapse
         name = collapse_rfc2231_value(name)
-    # Raw 8-bit names arrive as surrogates: decode them as the message's own charset.
-    return header_text(str(name), part.get_content_charset() or hint) if name else None
+    if name and "\ufffd" in str(name):
+        # compat32 hands raw 8-bit parameters back as U+FFFD: read the raw header instead.
+        name = _raw_8bit_name(part, hint) or name
+    return str(name) if name else None
+
+
+def _raw_8bit_name(part: Message, hint: str | None) -> str | None:
+    """A file name sent as raw 8-bit bytes, decoded as the message's own charset."""
+    hint = part.get_content_charset() or hint
+    for header, param in (("content-disposition", "filename"), ("content-type", "name")):
+        for value in raw_values(part, header, hint):
+            match = _RAW_PARAM[param].search(value)
+            if match:
+                return match["quoted"] if match["quoted"] is not None else match["bare"]
+    return None
 
 
 def _encapsulated_subject(part: Message, ctype: str) -> str | None:
