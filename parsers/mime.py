@@ -61,7 +61,16 @@ def _visit_part(part: Message, content: MimeContent, depth: int) -> None:
         content.defects.extend(defects)
         (content.plain if ctype == "text/plain" else content.html).append(text)
     else:
+        if _is_inline_named_text(part, ctype, content):
+            # Thunderbird's "attach inline" sends the only text as a named inline part: it is
+            # both the body the person wrote and a file they attached.
+            content.plain.append(decode_bytes(part_bytes(part), part.get_content_charset())[0])
         content.attachments.append(_attachment(part, part_bytes(part), content.charset_hint))
+
+
+def _is_inline_named_text(part: Message, ctype: str, content: MimeContent) -> bool:
+    inline = part.get_content_disposition() == "inline"
+    return ctype == "text/plain" and inline and not content.plain and not content.html
 
 
 def _children(part: Message) -> list[Message]:
