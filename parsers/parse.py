@@ -39,6 +39,8 @@ _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _STUB_MAX_WORDS = 4
 _STUB_POINTER_MAX_WORDS = 40
 _STUB_RATIO = 3
+_STUB_MIN_HTML_WORDS = 12
+_LINK_TARGET = re.compile(r"\]\([^)]*\)|https?://\S+")  # html2text's "[label](url)" targets
 _STUB_POINTER = re.compile(
     r"\b(?:view|read|open|see|display)\w*\b.{0,40}\b(?:browser|navegador|html|web ?version|"
     r"online)\b|\b(?:html|rich[- ]text)\b.{0,40}\b(?:client|reader|viewer|capable|enabled)\b|"
@@ -149,7 +151,8 @@ def _body(content: MimeContent, defects: list[str]) -> tuple[str, str | None]:
     text = plain or (html_to_text(html, defects) if html else "")
     if plain and html and _is_stub(plain):
         html_text = html_to_text(html, defects)
-        if len(html_text) >= _STUB_RATIO * len(plain.strip()):
+        html_words = len(_LINK_TARGET.sub(" ", html_text).split())
+        if html_words >= max(_STUB_MIN_HTML_WORDS, _STUB_RATIO * len(plain.split())):
             defects.append("text/plain part is a stub; text taken from the HTML part")
             text = html_text
     return text.replace("\r\n", "\n").replace("\r", "\n"), html
