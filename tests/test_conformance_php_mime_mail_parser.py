@@ -174,9 +174,9 @@ FLOORS = {
     "subject": 0.95,
     "from": 1.0,
     "to": 1.0,
-    "text": 0.9,
+    "text": 0.91,
     "html": 1.0,
-    "attachments": 0.85,
+    "attachments": 0.91,
 }
 
 
