@@ -35,9 +35,9 @@ SISIMAI_NOT_PEOPLE = {"is-not-bounce-01.eml", "is-not-bounce-02.eml"}
 # Measured 2026-12-01 in this suite; see CONFORMANCE.md.
 FLOORS = {
     "automatic precision": 1.0,
-    "automatic recall": 0.984,
+    "automatic recall": 0.983,
     "bounce precision": 1.0,
-    "bounce recall": 0.982,
+    "bounce recall": 0.981,
 }
 MAX_PEOPLE_AUTOMATIC = 0
 
