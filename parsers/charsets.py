@@ -42,6 +42,7 @@ _ALIASES = {
 # ISO-2022 text is 7-bit: it passes as ASCII unless its escape sequences are looked for.
 _ISO2022_ESCAPES = (b"\x1b$B", b"\x1b$@", b"\x1b(J", b"\x1b(I", b"\x1b$(D", b"\x1b$(Q")
 _ISO2022_KR_ESCAPE = b"\x1b$)C"
+_JIS_MODES = {b"\x1b$@": "jis", b"\x1b$B": "jis", b"\x1b(I": "kana"}
 
 # WHATWG: browsers (and most mail clients) decode these labels as windows-1252, because
 # senders routinely put cp1252 quotes and dashes (0x80-0x9f) into "iso-8859-1" text.
@@ -92,10 +93,39 @@ def _seven_bit(data: bytes) -> str:
     if b"\x1b" in data:
         codec = "iso2022_kr" if _ISO2022_KR_ESCAPE in data else "iso2022_jp_ext"
         if codec == "iso2022_kr" or any(escape in data for escape in _ISO2022_ESCAPES):
-            text = _strict(data, codec) or _strict(data, "iso2022_jp_2")
+            text = _strict(data, codec) or _strict(data, "iso2022_jp_2") or _jis_via_cp932(data)
             if text is not None:
                 return text
     return data.decode("ascii")
+
+
+def _jis_via_cp932(data: bytes) -> str | None:
+    """ISO-2022-JP as Japanese mail clients really send it (CP50220: NEC and IBM extension
+    characters such as ①, №, Cyrillic forms), which Python's strict codecs reject.
+
+    The JIS X 0208 rows map arithmetically onto Shift_JIS; cp932 then has every extension.
+    """
+    out = bytearray()
+    mode = "ascii"
+    for chunk in re.split(rb"(\x1b[$(][@BJI])", data):
+        if chunk.startswith(b"\x1b"):
+            mode = _JIS_MODES.get(chunk, "ascii")
+        elif mode == "jis":
+            if len(chunk) % 2 or not all(0x21 <= byte <= 0x7E for byte in chunk):
+                return None
+            out += _jis_to_sjis(chunk)
+        else:
+            out += bytes(byte | 0x80 for byte in chunk) if mode == "kana" else chunk
+    return _strict(bytes(out), "cp932")
+
+
+def _jis_to_sjis(chunk: bytes) -> bytes:
+    out = bytearray()
+    for first, second in zip(chunk[::2], chunk[1::2], strict=True):
+        lead = ((first + 1) >> 1) + (0x70 if first <= 0x5E else 0xB0)
+        odd_row = second + 0x1F + (1 if second >= 0x60 else 0)
+        out += bytes((lead, odd_row if first % 2 else second + 0x7E))
+    return bytes(out)
 
 
 def _try_declared(data: bytes, codec: str) -> str | None:

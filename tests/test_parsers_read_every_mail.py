@@ -325,3 +325,58 @@ def test_real_text_plain_alternative_is_kept() -> None:
         b"Estimado paciente, sus resultados ya pueden consultarse en el portal web.",
     )
     assert parse(raw).text.startswith("Estimado paciente, sus resultados ya")
+
+
+def _cp50220(text: str) -> bytes:
+    """ISO-2022-JP as Outlook and Japanese webmail write it: cp932 characters in JIS rows."""
+    out, mode = bytearray(), b"\x1b(B"
+    for char in text:
+        encoded = char.encode("cp932")
+        if len(encoded) == 2:
+            first, second = encoded
+            row_offset = 0x70 if first < 0xA0 else 0xB0
+            low = second < 0x9F
+            jis = (
+                ((first - row_offset) << 1) - low,
+                second - ((0x1F + (second > 0x7F)) if low else 0x7E),
+            )
+            want, chunk = b"\x1b$B", bytes(jis)
+        else:
+            want, chunk = b"\x1b(B", encoded
+        if want != mode:
+            out += want
+            mode = want
+        out += chunk
+    return bytes(out + (b"\x1b(B" if mode != b"\x1b(B" else b""))
+
+
+def test_iso_2022_jp_with_nec_extension_characters_is_decoded() -> None:
+    subject = "予約番号①の件、№12"
+    word = base64.b64encode(_cp50220(subject)).decode()
+    parsed = parse(mail(PERSON_FROM, f"Subject: =?ISO-2022-JP?B?{word}?="))
+    assert parsed.subject == subject
+
+
+@pytest.mark.parametrize(
+    ("label", "codec", "text"),
+    [
+        ("iso-8859-2", "iso8859_2", "Dzień dobry, proszę o wizytę w środę."),
+        ("koi8-r", "koi8_r", "Здравствуйте, прошу перенести приём."),
+        ("windows-1251", "cp1251", "Здравствуйте, прошу перенести приём."),
+        ("big5", "big5", "您好，請幫我更改預約時間。"),
+        ("euc-kr", "euc_kr", "안녕하세요, 예약을 변경하고 싶습니다."),
+        ("ks_c_5601-1987", "cp949", "안녕하세요, 예약을 변경하고 싶습니다."),
+        ("gb2312", "gb18030", "您好，我想更改预约时间。"),
+        ("euc-jp", "euc_jp", "予約の変更をお願いします。"),
+        ("iso-8859-7", "iso8859_7", "Καλημέρα, θα ήθελα να αλλάξω το ραντεβού."),
+        ("tis-620", "tis_620", "สวัสดีครับ ขอเลื่อนนัดหมาย"),
+        ("windows-1256", "cp1256", "مرحبا، أريد تغيير الموعد."),
+        ("iso-8859-8-i", "iso8859_8", "שלום, אני רוצה לשנות את התור."),
+        ("utf-16", "utf-16", "Hola, quiero cambiar el turno."),
+    ],
+)
+def test_declared_charsets_decode_to_readable_text(label: str, codec: str, text: str) -> None:
+    head = mail(
+        PERSON_FROM, "Subject: t", body="", ctype=f"Content-Type: text/plain; charset={label}"
+    )
+    assert parse(head + text.encode(codec)).text.strip() == text
