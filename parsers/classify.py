@@ -72,6 +72,7 @@ _CHALLENGE_TEXT = re.compile(
 _CHALLENGE_HEADERS = ("x-boxbe-verification", "x-spamarrest-verification", "x-challenge")
 _CHALLENGE_AGENTS = re.compile(r"tmda|boxbe|spam ?arrest|mailinblack|choicemail", re.IGNORECASE)
 _NO_REPLY_LOCAL_PART = re.compile(r"^(?:no-?reply|do-?not-?reply|noresponder|no-?responder)")
+_LIST_SENDER = re.compile(r"^owner-|-(?:owner|request|bounces|admin)(?:\+|$)")
 _LIST_HEADERS = (
     "list-id",
     "list-unsubscribe",
@@ -264,6 +265,14 @@ def _list_headers(e: Evidence) -> Verdict | None:
     return (MailKind.LIST, name.title()) if name is not None else None
 
 
+def _list_sender(e: Evidence) -> Verdict | None:
+    """Majordomo and Mailman resend as "Sender: owner-<list>@" or "<list>-bounces@"."""
+    local, _ = _local_part_and_name(e.header("sender"))
+    if _LIST_SENDER.search(local):
+        return MailKind.LIST, f"Sender: {local}"
+    return None
+
+
 def _precedence_bulk(e: Evidence) -> Verdict | None:
     """Precedence: bulk/list alone is not enough: people's clients and servers set it on
     replies. Without list headers it counts only from a no-reply sender."""
@@ -309,6 +318,7 @@ _RULES: tuple[Callable[[Evidence], Verdict | None], ...] = (
     _precedence_junk,
     _out_of_office_subject,
     _list_headers,
+    _list_sender,
     _precedence_bulk,
     _loop_headers,
 )

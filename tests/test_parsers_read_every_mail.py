@@ -380,3 +380,15 @@ def test_declared_charsets_decode_to_readable_text(label: str, codec: str, text:
         PERSON_FROM, "Subject: t", body="", ctype=f"Content-Type: text/plain; charset={label}"
     )
     assert parse(head + text.encode(codec)).text.strip() == text
+
+
+def test_majordomo_list_mail_is_a_list_even_with_x_loop() -> None:
+    raw = mail(
+        PERSON_FROM,
+        "Subject: Re: Limiting CPU",
+        "Sender: owner-isp@lists.example.org",
+        "Precedence: bulk",
+        "X-Loop: lists.example.org",
+    )
+    parsed = parse(raw)
+    assert parsed.kind is MailKind.LIST and parsed.kind_reason == "Sender: owner-isp"
