@@ -216,8 +216,8 @@ def test_raw_8bit_gb2312_subject_and_filename_use_the_message_charset() -> None:
     [
         ("=?unicode-1-1-utf-7?Q?Consulta +AOk-xito?=", "Consulta éxito"),
         ("=?UTF-8?Q? Personal=C3=A4nderung?=", "Personaländerung"),
-        ("=?us-ascii?Q?Cita_del_jueves?=", "Cita del jueves"),
-        ("=?iso-8859-1?q?Informaci=F3n?= =?utf-8?q?_m=C3=A9dica?=", "Información médica"),
+        ("=?us-ascii?Q?Cita del jueves?=", "Cita del jueves"),
+        ("=?iso-8859-1?q?Confirmaci=F3?= =?utf-8?q?n_de_cita?=", "Confirmación de cita"),
         ("=?utf-8?b?UmVjZXRh?=\r\n =?utf-8?b?IG3DqWRpY2E=?=", "Receta médica"),
     ],
     ids=["utf-7", "space-inside", "us-ascii", "adjacent-mixed-charsets", "adjacent-folded"],
