@@ -42,6 +42,10 @@ KOREAN = "대부분의 마찬가지로, 우리는 하나님을 믿습니다. 제
 DAILY = "Daily Data: D09.ZPH (Averaged data) Email generated: 10/11/2020 00:04:03.765"
 RABEA = ("jessica.schmidt@uni.de", "я你rabea.bartölke@uni.de")
 PLAIN = "Plain email. Hope it works well! Mikel"
+BELL = ("", "xxx@xxxx.xxx", ("xxxxxxxxxxx@xxxx.xxxx.xxx",), (), "2005-05-10T15:27:03-05:00")
+BELL_TEXT = (
+    "Test test. Hi. Waving. m " + "-" * 64 + " Sent via Bell Mobility's Text Messaging service."
+)
 
 EXPECTED: dict[str, Expected] = {
     "address_quoted_newlines.eml": Expected(
@@ -338,6 +342,94 @@ EXPECTED: dict[str, Expected] = {
         False,
         (),
     ),
+    "plain_emails/basic_email_lf.eml": Expected(
+        "Testing 123",
+        "test@lindsaar.net",
+        ("raasdnil@gmail.com",),
+        (),
+        "2008-11-22T15:04:59+11:00",
+        PLAIN,
+        False,
+        (),
+    ),
+    "plain_emails/mix_caps_content_type.eml": Expected(
+        "undef method parameter bug",
+        "big bug bb@bug.com",
+        ("rubymail@ruby-lang.org",),
+        (),
+        "2010-02-19T10:08:29+03:00",
+        "foo bar",
+        False,
+        (),
+    ),
+    "plain_emails/raw_email.eml": Expected(
+        "NOTE: 한국말로 하는 것",
+        "jamis@37signals.com",
+        ("willard15georgina@jamis.backpackit.com",),
+        (),
+        "2005-05-02T16:07:05-06:00",
+        KOREAN,
+        False,
+        (),
+    ),
+    "plain_emails/raw_email10.eml": Expected(
+        *BELL, f"{BELL_TEXT} Envoyé par le service", False, ()
+    ),
+    "plain_emails/raw_email5.eml": Expected(*BELL, f"{BELL_TEXT} Envoyé par le service", False, ()),
+    "plain_emails/raw_email6.eml": Expected(*BELL, f"{BELL_TEXT} Envoy par le service", False, ()),
+    "plain_emails/raw_email_bad_time.eml": Expected(
+        "[0]: XXXXXXX XXXXX XXXXX !",
+        "yusuf75thu@auracom.net",
+        ("abcdefg@aaaaaaaaa.net",),
+        (),
+        "3609-06-30T15:33:50+06:00",
+        "Filter2: This message has been scanned for viruses and dangerous content by MailScanner",
+        True,
+        (),
+    ),
+    "plain_emails/raw_email_incorrect_header.eml": Expected(
+        "", "", (), (), None, "quite Delivered-To: xxx@xxx.xxx", False, ()
+    ),
+    "plain_emails/raw_email_reply.eml": Expected(
+        "Re: Test reply email",
+        "xxxxxxxx@xxx.org",
+        ("mikel@xxxx.net",),
+        (),
+        "2007-11-18T19:56:07+11:00",
+        "Message body",
+        False,
+        (),
+    ),
+    "plain_emails/raw_email_simple.eml": Expected(
+        "Testing outlook",
+        "mikel@nowhere.com",
+        ("mikel@somewhere.com",),
+        (),
+        "2007-10-21T19:38:13+10:00",
+        "Hello Mikel",
+        False,
+        (),
+    ),
+    "plain_emails/raw_email_string_in_date_field.eml": Expected(
+        "NOTE: 한국말로 하는 것",
+        "mikel@me.com",
+        ("bob@bob.com",),
+        (),
+        "2008-09-20T20:04:30+03:00",
+        KOREAN,
+        False,
+        (),
+    ),
+    "plain_emails/raw_email_with_bad_date.eml": Expected(
+        "Microsoft Vlsta & Office2007, Just released for 79$ Save 1599.95$ 0ff Retai|",
+        "subventive@vodtravel.com",
+        ("sydney@xxxxxxxx.xxx",),
+        (),
+        None,
+        "hotnewsoft . com",
+        False,
+        (),
+    ),
     "rfc6532/utf8_headers.eml": Expected(
         "Säying Hello",
         "jdöe@mächine.example",
@@ -438,6 +530,7 @@ EXPECTED: dict[str, Expected] = {
     ),
 }
 
+JUNK_LINE = "one junk line in the header block is dropped, so the headers below it are read"
 NESTED = "an attached mail stays whole in its .eml; its body and files are not merged in"
 # Where buzón differs from imap_tools on purpose. Each is still counted as a miss.
 BY_DESIGN = {
@@ -451,6 +544,14 @@ BY_DESIGN = {
     ("attachment_7bit.eml", "html"): NESTED,
     ("forwarded_message.eml", "html"): NESTED,
     ("forwarded_message.eml", "text"): NESTED,
+    ("plain_emails/raw_email6.eml", "text"): "raw 8-bit letters decoded (Envoyé), not dropped",
+    ("plain_emails/mix_caps_content_type.eml", "from"): (
+        "'From: Big Bug bb@bug.com' names the mailbox bb@bug.com"
+    ),
+    **{
+        ("plain_emails/raw_email_incorrect_header.eml", field_name): JUNK_LINE
+        for field_name in ("subject", "from", "to", "date", "text")
+    },
     ("plain_emails/raw_email_with_at_display_name.eml", "to"): (
         "a display name shaped like an address (Mikel@Lindsaar) is not a recipient"
     ),
@@ -458,14 +559,14 @@ BY_DESIGN = {
 
 # Measured 2026-12-01 in this suite; see CONFORMANCE.md.
 FLOORS = {
-    "subject": 0.95,
-    "from": 1.0,
-    "to": 0.97,
+    "subject": 0.947,
+    "from": 0.964,
+    "to": 0.964,
     "cc": 1.0,
-    "date": 1.0,
-    "text": 0.92,
-    "html": 0.95,
-    "attachments": 0.97,
+    "date": 0.982,
+    "text": 0.903,
+    "html": 0.964,
+    "attachments": 0.98,
 }
 
 
