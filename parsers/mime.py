@@ -56,6 +56,8 @@ def _visit_part(part: Message, content: MimeContent, depth: int) -> None:
     elif part.is_multipart():
         for child in _children(part):
             _visit(child, content, depth + 1)
+    elif ctype.startswith("multipart/"):
+        _broken_multipart(part, content)
     elif _is_body_text(part, ctype):
         text, defects = decode_bytes(part_bytes(part), part.get_content_charset())
         content.defects.extend(defects)
@@ -66,6 +68,15 @@ def _visit_part(part: Message, content: MimeContent, depth: int) -> None:
             # both the body the person wrote and a file they attached.
             content.plain.append(decode_bytes(part_bytes(part), part.get_content_charset())[0])
         content.attachments.append(_attachment(part, part_bytes(part), content.charset_hint))
+
+
+def _broken_multipart(part: Message, content: MimeContent) -> None:
+    """A multipart whose boundary never occurs: its bytes are text, never a file."""
+    text, defects = decode_bytes(part_bytes(part), part.get_content_charset())
+    content.defects.extend(defects)
+    if text.strip():
+        content.defects.append("multipart without its boundary read as text")
+        content.plain.append(text)
 
 
 def _is_inline_named_text(part: Message, ctype: str, content: MimeContent) -> bool:

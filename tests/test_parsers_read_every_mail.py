@@ -392,3 +392,15 @@ def test_majordomo_list_mail_is_a_list_even_with_x_loop() -> None:
     )
     parsed = parse(raw)
     assert parsed.kind is MailKind.LIST and parsed.kind_reason == "Sender: owner-isp"
+
+
+def test_multipart_without_its_boundary_is_text_not_an_attachment() -> None:
+    raw = mail(
+        PERSON_FROM,
+        "Subject: Consulta",
+        body="Hola, adjunto no encuentro la factura de marzo.",
+        ctype='Content-Type: multipart/alternative; boundary="--PART.BOUNDARY.0001"',
+    )
+    parsed = parse(raw)
+    assert parsed.attachments == ()
+    assert parsed.text == "Hola, adjunto no encuentro la factura de marzo."
