@@ -134,7 +134,9 @@ def _try_declared(data: bytes, codec: str) -> str | None:
             return _seven_bit(data)
         if codec == "ascii":
             return None  # 8-bit bytes in "us-ascii": the label is wrong, detect instead
-        return _strict(data, "cp1252") or data.decode("latin-1")
+        # UTF-8 labelled Latin-1 is the commonest mislabel, and multi-byte UTF-8 almost
+        # never validates by accident in real Latin-1 text ("Ã©" is not Spanish).
+        return _strict(data, "utf-8") or _strict(data, "cp1252") or data.decode("latin-1")
     return _strict(data, codec)
 
 

@@ -404,3 +404,14 @@ def test_multipart_without_its_boundary_is_text_not_an_attachment() -> None:
     parsed = parse(raw)
     assert parsed.attachments == ()
     assert parsed.text == "Hola, adjunto no encuentro la factura de marzo."
+
+
+def test_utf8_text_labelled_latin1_is_read_as_utf8() -> None:
+    head = mail(
+        PERSON_FROM, "Subject: t", body="", ctype="Content-Type: text/plain; charset=iso-8859-1"
+    )
+    assert (
+        parse(head + "Información médica, año 2025".encode()).text == "Información médica, año 2025"
+    )
+    latin1 = parse(head + "Información médica".encode("latin-1")).text
+    assert latin1 == "Información médica"
