@@ -63,7 +63,7 @@ _CHALLENGE_SUBJECT = re.compile(
 )
 _CHALLENGE_TEXT = re.compile(
     r"confirm (?:that )?you are (?:a )?(?:human|real person|not a (?:robot|spammer))|"
-    r"challenge[- /]response|sender verification|verify (?:that )?you are (?:a )?human|"
+    r"challenge[- /]response|verify (?:that )?you are (?:a )?human|"
     r"(?:added|add you) to (?:my|the) (?:approved senders|whitelist|guest list)|"
     r"(?:held|pending|awaiting) (?:your |sender )?(?:verification|confirmation)|"
     r"verifica(?:r)? que (?:eres|es) (?:una persona|humano)",
@@ -156,9 +156,16 @@ def _challenge(e: Evidence) -> Verdict | None:
         return MailKind.AUTO_REPLY, "challenge/response sender verification (service headers)"
     if _CHALLENGE_SUBJECT.search(e.subject):
         return MailKind.AUTO_REPLY, "challenge/response sender verification (subject)"
-    if _CHALLENGE_TEXT.search(e.text[:_BODY_SCAN_CHARS]) and _machine_sent(e):
+    text = _CHALLENGE_TEXT.search(e.text[:_BODY_SCAN_CHARS])
+    if text and _machine_sent(e) and not _specific_failures(e):
         return MailKind.AUTO_REPLY, "challenge/response sender verification (text)"
     return None
+
+
+def _specific_failures(e: Evidence) -> bool:
+    """A report that names a real failure (5.1.1, 5.7.1, ...) is a bounce, whatever its text;
+    challenge services report the generic 5.0.0 or nothing."""
+    return any(f.status not in ("", "5.0.0") for f in dsn.delivery_failures(e.msg))
 
 
 def _machine_sent(e: Evidence) -> bool:

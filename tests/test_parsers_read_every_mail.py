@@ -415,3 +415,12 @@ def test_utf8_text_labelled_latin1_is_read_as_utf8() -> None:
     )
     latin1 = parse(head + "Información médica".encode("latin-1")).text
     assert latin1 == "Información médica"
+
+
+def test_a_real_bounce_that_mentions_verification_stays_a_bounce() -> None:
+    raw = CHALLENGE_DSN.replace(b"Status: 5.0.0", b"Status: 5.1.1").replace(
+        b"Subject: Your message is awaiting verification", b"Subject: Undelivered Mail"
+    )
+    parsed = parse(raw)
+    assert parsed.kind is MailKind.BOUNCE, parsed.kind_reason
+    assert [failure.status for failure in parsed.delivery_failures] == ["5.1.1"]
