@@ -39,6 +39,18 @@ _ALIASES = {
     "big5": "big5hkscs",
 }
 
+# Codecs to try, in order, when text does not decode as its declared charset.
+_FAMILIES = {
+    # EUC-JP first: Shift_JIS lead bytes 0x81-0x9f are invalid in EUC, while EUC text
+    # often passes as cp932 half-width katakana.
+    "iso2022_jp": ("euc_jis_2004", "cp932"),
+    "euc_jp": ("cp932",),
+    "cp932": ("euc_jis_2004",),
+    "iso2022_kr": ("cp949",),
+    "gb18030": ("big5hkscs",),
+    "big5": ("gb18030",),
+}
+
 # ISO-2022 text is 7-bit: it passes as ASCII unless its escape sequences are looked for.
 _ISO2022_ESCAPES = (b"\x1b$B", b"\x1b$@", b"\x1b(J", b"\x1b(I", b"\x1b$(D", b"\x1b$(Q")
 _ISO2022_KR_ESCAPE = b"\x1b$)C"
@@ -83,9 +95,19 @@ def decode_bytes(data: bytes, declared: str | None = None) -> tuple[str, list[st
         if text is not None:
             return text, defects
         defects.append(f"text does not decode as declared charset {codec}")
+        text = None if data.isascii() else _same_script(data, codec)
+        if text is not None:
+            return text, defects
     if data.isascii():
         return _seven_bit(data), defects
     return _detect(data), defects
+
+
+def _same_script(data: bytes, codec: str) -> str | None:
+    """A wrong label usually still names the right language: Shift_JIS sent as
+    "iso-2022-jp", EUC-KR as "ks_c_5601"; short text defeats detection, the family does not."""
+    family = next((names for key, names in _FAMILIES.items() if key in codec), ())
+    return next((text for name in family if (text := _strict(data, name)) is not None), None)
 
 
 def _seven_bit(data: bytes) -> str:

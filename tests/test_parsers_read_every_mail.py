@@ -424,3 +424,20 @@ def test_a_real_bounce_that_mentions_verification_stays_a_bounce() -> None:
     parsed = parse(raw)
     assert parsed.kind is MailKind.BOUNCE, parsed.kind_reason
     assert [failure.status for failure in parsed.delivery_failures] == ["5.1.1"]
+
+
+@pytest.mark.parametrize(
+    ("label", "codec", "text"),
+    [
+        ("iso-2022-jp", "shift_jis", "予約変更"),
+        ("iso-2022-jp", "euc_jp", "予約の変更"),
+        ("euc-jp", "shift_jis", "至急確認"),
+    ],
+)
+def test_short_japanese_text_under_the_wrong_japanese_label(
+    label: str, codec: str, text: str
+) -> None:
+    head = mail(
+        PERSON_FROM, "Subject: t", body="", ctype=f"Content-Type: text/plain; charset={label}"
+    )
+    assert parse(head + text.encode(codec)).text == text
