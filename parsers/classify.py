@@ -36,7 +36,9 @@ _DSN_BODY = re.compile(
     r"could not be delivered|couldn't be delivered|could not deliver|undeliverable|"
     r"delivery (?:has )?failed|failed recipient|permanent (?:fatal )?error|user unknown|"
     r"unknown user|no such user|mailbox (?:unavailable|full|not found|is full)|"
-    r"recipient address rejected|was not delivered|"
+    r"recipient address rejected|was not delivered|did not reach the following recipient|"
+    r"invalid (?:user|recipient) address|requested action not taken|did not exactly match|"
+    r"original message (?:as received )?(?:is )?(?:as )?follows|"
     r"no (?:se )?(?:ha )?(?:podido|pudo) (?:ser )?entregar|"
     r"n'a pas pu [eê]tre d[ée]livr[ée]",
     re.IGNORECASE,
@@ -45,8 +47,40 @@ _BODY_SCAN_CHARS = 5000  # the failure explanation is always at the top of a bou
 # Anchored at the start: a person replying "Re: Out of office" is still a person.
 _OUT_OF_OFFICE_SUBJECT = re.compile(
     r"^\W*(?:respuesta autom[aá]tica|fuera de (?:la )?oficina|ausente|out of (?:the )?office|"
-    r"automatic reply|auto[- ]?reply|auto[- ]?response|vacation|vacaciones)\b",
+    r"automatic reply|auto[- ]?reply|auto[- ]?response|vacation|vacaciones|"
+    r"automatische antwort|r[ée]ponse automatique|risposta automatica|resposta autom[aá]tica|"
+    r"auto:\s)",  # Lotus Notes: "AUTO: Ana López is out of the office (returning 05/03/2025)"
     re.IGNORECASE,
+)
+# Challenge/response ("confirm you are human") services answer mail with a request to verify
+# the sender; answering them back starts a loop. Subjects and the services' own headers.
+_CHALLENGE_SUBJECT = re.compile(
+    r"(?:sender|e-?mail|message|address) (?:verification|confirmation) (?:required|request|needed)|"
+    r"please (?:confirm|verify) (?:your (?:e-?mail|message|address)|you are (?:a )?human)|"
+    r"\[(?:spam arrest|ask|tmda)\b|verify your e-?mail to .{0,60}deliver|"
+    r"confirme? (?:que )?(?:eres|es) (?:una persona|humano)|verificaci[oó]n de remitente",
+    re.IGNORECASE,
+)
+_CHALLENGE_TEXT = re.compile(
+    r"confirm (?:that )?you are (?:a )?(?:human|real person|not a (?:robot|spammer))|"
+    r"challenge[- /]response|verify (?:that )?you are (?:a )?human|"
+    r"(?:added|add you) to (?:my|the) (?:approved senders|whitelist|guest list)|"
+    r"(?:held|pending|awaiting) (?:your |sender )?(?:verification|confirmation)|"
+    r"verifica(?:r)? que (?:eres|es) (?:una persona|humano)",
+    re.IGNORECASE,
+)
+_CHALLENGE_HEADERS = ("x-boxbe-verification", "x-spamarrest-verification", "x-challenge")
+_CHALLENGE_AGENTS = re.compile(r"tmda|boxbe|spam ?arrest|mailinblack|choicemail", re.IGNORECASE)
+_NO_REPLY_LOCAL_PART = re.compile(r"^(?:no-?reply|do-?not-?reply|noresponder|no-?responder)")
+_LIST_SENDER = re.compile(r"^owner-|-(?:owner|request|bounces|admin)(?:\+|$)")
+_LIST_HEADERS = (
+    "list-id",
+    "list-unsubscribe",
+    "list-post",
+    "list-help",
+    "list-subscribe",
+    "mailing-list",
+    "x-mailing-list",
 )
 _BOUNCE_REPORT_TYPES = frozenset({"delivery-status", "global-delivery-status", "feedback-report"})
 
@@ -86,8 +120,20 @@ class Evidence:
     @property
     def automatic_headers(self) -> bool:
         precedence = self.header("precedence")
-        auto_submitted = self.header("auto-submitted")
-        return precedence in ("bulk", "junk", "list") or auto_submitted not in ("", "no")
+        return precedence in ("bulk", "junk", "list") or auto_submitted_token(self) not in (
+            "",
+            "no",
+            "auto-forwarded",
+        )
+
+    @property
+    def list_header(self) -> str | None:
+        return next((name for name in _LIST_HEADERS if self.has(name)), None)
+
+
+def auto_submitted_token(e: Evidence) -> str:
+    """The RFC 3834 keyword without parameters or comments: "auto-replied; x=1" → "auto-replied"."""
+    return e.header("auto-submitted").split(";", 1)[0].split("(", 1)[0].strip()
 
 
 def classify(msg: Message, subject: str, text: str) -> Verdict:
@@ -97,6 +143,34 @@ def classify(msg: Message, subject: str, text: str) -> Verdict:
         if verdict is not None:
             return verdict
     return MailKind.PERSON, "no automatic or list markers"
+
+
+def _challenge(e: Evidence) -> Verdict | None:
+    """A "please confirm you are human" request: automatic, and never a delivery failure.
+
+    Some services send it as a DSN with status 5.0.0; the recipient did not bounce, the
+    mail waits for the sender's confirmation, so it must not count as a failure.
+    """
+    agent = " ".join(e.header(name) for name in ("x-delivery-agent", "x-mailer", "from"))
+    if any(e.has(name) for name in _CHALLENGE_HEADERS) or _CHALLENGE_AGENTS.search(agent):
+        return MailKind.AUTO_REPLY, "challenge/response sender verification (service headers)"
+    if _CHALLENGE_SUBJECT.search(e.subject):
+        return MailKind.AUTO_REPLY, "challenge/response sender verification (subject)"
+    text = _CHALLENGE_TEXT.search(e.text[:_BODY_SCAN_CHARS])
+    if text and _machine_sent(e) and not _specific_failures(e):
+        return MailKind.AUTO_REPLY, "challenge/response sender verification (text)"
+    return None
+
+
+def _specific_failures(e: Evidence) -> bool:
+    """A report that names a real failure (5.1.1, 5.7.1, ...) is a bounce, whatever its text;
+    challenge services report the generic 5.0.0 or nothing."""
+    return any(f.status not in ("", "5.0.0") for f in dsn.delivery_failures(e.msg))
+
+
+def _machine_sent(e: Evidence) -> bool:
+    null_return_path = e.header("return-path").replace(" ", "") == "<>"
+    return null_return_path or e.automatic_headers or dsn.is_delivery_report(e.msg)
 
 
 def _report(e: Evidence) -> Verdict | None:
@@ -133,15 +207,20 @@ def _daemon_sender(e: Evidence) -> Verdict | None:
 
 
 def _postmaster_sender(e: Evidence) -> Verdict | None:
+    """postmaster@ is a person's mailbox (RFC 5321): a bounce only with a failure report."""
     local, display = _local_part_and_name(e.header("from"))
-    if local in _POSTMASTER_LOCAL_PARTS or display in _POSTMASTER_LOCAL_PARTS:
-        return MailKind.BOUNCE, f"From: {local or display}"
+    is_postmaster = local in _POSTMASTER_LOCAL_PARTS or display in _POSTMASTER_LOCAL_PARTS
+    # An empty body is no person's message either (a broken MIME report leaves none).
+    report = e.dsn_like or e.failure_text or not e.text.strip()
+    if is_postmaster and report:
+        return MailKind.BOUNCE, f"From: {local or display} with a delivery-failure report"
     return None
 
 
 def _null_sender(e: Evidence) -> Verdict | None:
     null_return_path = e.header("return-path").replace(" ", "") == "<>"
-    null_from = e.header("from").replace(" ", "").endswith("<>")
+    # Only a bare "From: <>": '"Mark" <>' is a person whose client lost the address.
+    null_from = e.header("from").replace(" ", "") == "<>"
     if not (null_return_path or null_from):
         return None
     marker = "Return-Path: <>" if null_return_path else "From: <>"
@@ -160,9 +239,9 @@ def _failure_subject(e: Evidence) -> Verdict | None:
 
 
 def _auto_submitted(e: Evidence) -> Verdict | None:
-    value = e.header("auto-submitted")
-    token = value.split(";", 1)[0].split("(", 1)[0].strip()
-    if not e.has("auto-submitted") or token == "no":
+    token = auto_submitted_token(e)
+    # RFC 5436 auto-forwarded: a person's mail passed on by a rule, not an automatic reply.
+    if not e.has("auto-submitted") or token in ("no", "auto-forwarded"):
         return None
     if token == "auto-generated" and e.dsn_like:
         return MailKind.BOUNCE, "Auto-Submitted: auto-generated delivery report"
@@ -188,17 +267,34 @@ def _out_of_office_subject(e: Evidence) -> Verdict | None:
     return None
 
 
-def _precedence_bulk(e: Evidence) -> Verdict | None:
-    value = e.header("precedence")
-    if value in ("bulk", "list"):
-        return MailKind.LIST, f"Precedence: {value}"
+def _list_headers(e: Evidence) -> Verdict | None:
+    name = e.list_header
+    return (MailKind.LIST, name.title()) if name is not None else None
+
+
+def _list_sender(e: Evidence) -> Verdict | None:
+    """Majordomo and Mailman resend as "Sender: owner-<list>@" or "<list>-bounces@"."""
+    local, _ = _local_part_and_name(e.header("sender"))
+    if _LIST_SENDER.search(local):
+        return MailKind.LIST, f"Sender: {local}"
     return None
 
 
-def _list_headers(e: Evidence) -> Verdict | None:
-    for name in ("list-id", "list-unsubscribe"):
+def _precedence_bulk(e: Evidence) -> Verdict | None:
+    """Precedence: bulk/list alone is not enough: people's clients and servers set it on
+    replies. Without list headers it counts only from a no-reply sender."""
+    value = e.header("precedence")
+    local, _ = _local_part_and_name(e.header("from"))
+    if value in ("bulk", "list") and _NO_REPLY_LOCAL_PART.match(local):
+        return MailKind.LIST, f"Precedence: {value} from a no-reply sender"
+    return None
+
+
+def _loop_headers(e: Evidence) -> Verdict | None:
+    """X-Loop / X-No-Loop: set by autoresponders, procmail and ticket systems on their mail."""
+    for name in ("x-loop", "x-no-loop"):
         if e.has(name):
-            return MailKind.LIST, name.title()
+            return MailKind.AUTO_REPLY, name.title()
     return None
 
 
@@ -216,6 +312,7 @@ def _local_part_and_name(header: str) -> tuple[str, str]:
 
 
 _RULES: tuple[Callable[[Evidence], Verdict | None], ...] = (
+    _challenge,
     _report,
     _failed_recipients,
     _daemon_sender,
@@ -227,6 +324,8 @@ _RULES: tuple[Callable[[Evidence], Verdict | None], ...] = (
     _autoreply_headers,
     _precedence_junk,
     _out_of_office_subject,
-    _precedence_bulk,
     _list_headers,
+    _list_sender,
+    _precedence_bulk,
+    _loop_headers,
 )

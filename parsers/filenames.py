@@ -19,6 +19,8 @@ _FALLBACK_EXTENSIONS = {
     "message/delivery-status": ".txt",
     "text/rfc822-headers": ".txt",
     "text/plain": ".txt",
+    "image/jpg": ".jpg",
+    "image/pjpeg": ".jpg",
 }
 
 

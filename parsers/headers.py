@@ -10,23 +10,47 @@ from email.utils import parsedate_to_datetime
 from mailparser.dates import parse_mail_date
 from mailparser.utils import get_addresses
 
-from parsers.charsets import decode_words, header_text
+from parsers.charsets import codec_name, decode_words, header_text
 from parsers.message import Address
 
 _BRACKETED_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
+_HINT_MAX_PARTS = 200
+_ANGLE_ADDRESS = re.compile(r"<\s*([^<>\s]+)\s*>")
+_SENDER_HEADERS = ("from", "reply-to", "sender", "return-path")
 _WHITESPACE = re.compile(r"\s+")
 # Deliberately loose: we only need something a mail server could route, not RFC 5321 pedantry.
 _MAILBOX = re.compile(r"[^\s@<>()\[\],;:\"]+@[^\s@<>()\[\],;:\".]+(?:\.[^\s@<>()\[\],;:\".]+)*")
 
 
-def raw_values(msg: Message, name: str) -> list[str]:
+def raw_values(msg: Message, name: str, hint: str | None = None) -> list[str]:
     """Every value of header `name`, 8-bit bytes decoded, not yet RFC 2047-decoded.
 
     `raw_items()` bypasses the compat32 fetch policy, which would hand back `Header`
     objects for 8-bit values.
     """
     wanted = name.lower()
-    return [header_text(str(value)) for key, value in msg.raw_items() if key.lower() == wanted]
+    values = [str(value) for key, value in msg.raw_items() if key.lower() == wanted]
+    if all(value.isascii() for value in values):
+        return values
+    hint = hint or charset_hint(msg)
+    return [header_text(value, hint) for value in values]
+
+
+def charset_hint(msg: Message) -> str | None:
+    """The first legacy charset the message declares for a part: raw 8-bit headers use it."""
+    stack = [msg]
+    for _ in range(_HINT_MAX_PARTS):  # iterative and bounded: nesting can be hostile
+        if not stack:
+            break
+        part = stack.pop()
+        label = part.get_content_charset()
+        codec = codec_name(label)
+        if codec is not None and codec not in ("ascii", "utf-8"):
+            return label
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend(reversed([child for child in payload if isinstance(child, Message)]))
+    return None
 
 
 def first_value(msg: Message, name: str) -> str:
@@ -55,23 +79,53 @@ def addresses(msg: Message, name: str, defects: list[str]) -> tuple[Address, ...
 def _parse_address_list(value: str, name: str, defects: list[str]) -> list[Address]:
     problems: list[dict[str, object]] = []
     pairs = get_addresses(one_line(value), defects=problems, decode_names=False)
-    if any(not pair.get("recovered") for pair in problems):
-        defects.append(f"invalid address dropped from {name}")
+    pairs = [pair for pair in pairs if pair[1]]
+    for problem in problems:
+        if not problem.get("recovered"):
+            pairs.extend(_recover(str(problem.get("raw") or ""), name, defects))
     result = []
     for display, email in pairs:
         normalised = normalise_email(email)
         if normalised is None:
-            if email:
-                defects.append(f"invalid address dropped from {name}")
+            defects.append(f"invalid address dropped from {name}")
             continue
         result.append(Address(email=normalised, name=one_line(decode_words(display, defects))))
     return result
 
 
+def _recover(raw: str, name: str, defects: list[str]) -> list[tuple[str, str]]:
+    """A mailbox mail-parser refused ("x@yahoo.com."), read again by the stdlib."""
+    match = _ANGLE_ADDRESS.search(raw)
+    email = match[1] if match else raw.strip()
+    display = raw[: match.start()].strip().strip('"').strip() if match else ""
+    if normalise_email(email) is None:
+        defects.append(f"invalid address dropped from {name}")
+        return []
+    defects.append(f"malformed address repaired in {name}")
+    return [(display, email)]
+
+
 def normalise_email(value: str) -> str | None:
     """Lower-cased addr-spec without brackets, or None when it is not a mailbox."""
     email = value.strip().strip("<>").strip().lower()
+    # "name@yahoo.com." is the fully qualified DNS form; mail servers route it as without.
+    email = email.rstrip(".") if "@" in email else email
     return email if _MAILBOX.fullmatch(email) else None
+
+
+def sender(msg: Message, defects: list[str]) -> Address | None:
+    """From, or when From has no usable mailbox, Reply-To, Sender, then the envelope sender.
+
+    `From: "Mark" <>` or a missing From is a person's mail all the same; peers open the
+    ticket for whoever can be answered. The fallback is noted in `defects`.
+    """
+    for name in _SENDER_HEADERS:
+        found = addresses(msg, name, defects)
+        if found:
+            if name != "from":
+                defects.append(f"no usable From; sender taken from {name.title()}")
+            return found[0]
+    return None
 
 
 def plain_emails(msg: Message, name: str, defects: list[str]) -> list[str]:

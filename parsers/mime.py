@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import re
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.generator import BytesGenerator
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 from io import BytesIO
 
-from parsers.charsets import decode_bytes
+from parsers.charsets import decode_bytes, decode_words
 from parsers.filenames import sanitise_filename
-from parsers.headers import raw_values
+from parsers.headers import charset_hint, first_value, raw_values
 from parsers.message import Attachment
 
+_RAW_PARAM = {
+    param: re.compile(rf'(?:^|;)\s*{param}\s*=\s*(?:"(?P<quoted>[^"]*)"|(?P<bare>[^;\s]+))', re.I)
+    for param in ("filename", "name")
+}
 MAX_DEPTH = 40  # deeper nesting is an attack or a loop, not a real mail
 _ENCAPSULATED = frozenset({"message/rfc822", "message/global"})
 
@@ -23,11 +29,13 @@ class MimeContent:
     html: list[str] = field(default_factory=list)
     attachments: list[Attachment] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+    charset_hint: str | None = None  # for 8-bit file names sent without any charset
 
 
 def walk(msg: Message) -> MimeContent:
-    content = MimeContent()
+    content = MimeContent(charset_hint=charset_hint(msg))
     _visit(msg, content, depth=0)
+    content.attachments = unique_names(content.attachments)
     return content
 
 
@@ -44,16 +52,36 @@ def _visit_part(part: Message, content: MimeContent, depth: int) -> None:
     ctype = part.get_content_type()
     if ctype in _ENCAPSULATED or (ctype.startswith("message/") and part.is_multipart()):
         # A forwarded or bounced mail is a document of its own: keep it whole, never merge it.
-        content.attachments.append(_attachment(part, payload=part_bytes(part)))
+        content.attachments.append(_attachment(part, part_bytes(part), content.charset_hint))
     elif part.is_multipart():
         for child in _children(part):
             _visit(child, content, depth + 1)
+    elif ctype.startswith("multipart/"):
+        _broken_multipart(part, content)
     elif _is_body_text(part, ctype):
         text, defects = decode_bytes(part_bytes(part), part.get_content_charset())
         content.defects.extend(defects)
         (content.plain if ctype == "text/plain" else content.html).append(text)
     else:
-        content.attachments.append(_attachment(part, payload=part_bytes(part)))
+        if _is_inline_named_text(part, ctype, content):
+            # Thunderbird's "attach inline" sends the only text as a named inline part: it is
+            # both the body the person wrote and a file they attached.
+            content.plain.append(decode_bytes(part_bytes(part), part.get_content_charset())[0])
+        content.attachments.append(_attachment(part, part_bytes(part), content.charset_hint))
+
+
+def _broken_multipart(part: Message, content: MimeContent) -> None:
+    """A multipart whose boundary never occurs: its bytes are text, never a file."""
+    text, defects = decode_bytes(part_bytes(part), part.get_content_charset())
+    content.defects.extend(defects)
+    if text.strip():
+        content.defects.append("multipart without its boundary read as text")
+        content.plain.append(text)
+
+
+def _is_inline_named_text(part: Message, ctype: str, content: MimeContent) -> bool:
+    inline = part.get_content_disposition() == "inline"
+    return ctype == "text/plain" and inline and not content.plain and not content.html
 
 
 def _children(part: Message) -> list[Message]:
@@ -90,13 +118,14 @@ def _serialise_children(part: Message) -> bytes:
     return b"\n".join(chunks)
 
 
-def _attachment(part: Message, payload: bytes) -> Attachment:
+def _attachment(part: Message, payload: bytes, hint: str | None) -> Attachment:
     ctype = part.get_content_type()
     content_id = _content_id(part)
     disposition = part.get_content_disposition()
     inline = disposition == "inline" or (disposition is None and content_id is not None)
+    raw_name = _raw_filename(part, hint) or _encapsulated_subject(part, ctype)
     return Attachment(
-        filename=sanitise_filename(_raw_filename(part), ctype),
+        filename=sanitise_filename(raw_name, ctype),
         content_type=ctype,
         payload=payload,
         inline=inline,
@@ -110,12 +139,63 @@ def _content_id(part: Message) -> str | None:
     return cid or None
 
 
-def _raw_filename(part: Message) -> str | None:
+def _raw_filename(part: Message, hint: str | None) -> str | None:
     try:
         # compat32 joins RFC 2231 continuations and applies their charset here.
         name = part.get_filename() or part.get_param("name")
     except Exception:  # malformed parameters: no name is better than no attachment
         return None
     if isinstance(name, tuple):  # an RFC 2231 triple get_param did not collapse
-        name = name[2]
+        name = collapse_rfc2231_value(name)
+    if name and "\ufffd" in str(name):
+        # compat32 hands raw 8-bit parameters back as U+FFFD: read the raw header instead.
+        name = _raw_8bit_name(part, hint) or name
     return str(name) if name else None
+
+
+def _raw_8bit_name(part: Message, hint: str | None) -> str | None:
+    """A file name sent as raw 8-bit bytes, decoded as the message's own charset."""
+    hint = part.get_content_charset() or hint
+    for header, param in (("content-disposition", "filename"), ("content-type", "name")):
+        for value in raw_values(part, header, hint):
+            match = _RAW_PARAM[param].search(value)
+            if match:
+                return match["quoted"] if match["quoted"] is not None else match["bare"]
+    return None
+
+
+def _encapsulated_subject(part: Message, ctype: str) -> str | None:
+    """An attached mail without a name is named after its subject, as mail clients do."""
+    if ctype not in _ENCAPSULATED or not part.is_multipart():
+        return None
+    inner = _children(part)
+    subject = decode_words(first_value(inner[0], "subject")) if inner else ""
+    subject = " ".join(subject.split())
+    return f"{subject}.eml" if subject else None
+
+
+def unique_names(attachments: list[Attachment]) -> list[Attachment]:
+    """Different attachments never share a name: "scan.pdf", "scan (2).pdf", ...
+
+    Identical attachments (same name and bytes, e.g. a signature image sent twice) keep it.
+    """
+    seen: dict[str, bytes] = {}
+    result = []
+    for attachment in attachments:
+        name = attachment.filename
+        counter = 1
+        while name.lower() in seen and seen[name.lower()] != attachment.payload:
+            counter += 1
+            name = numbered(attachment.filename, counter)
+        seen.setdefault(name.lower(), attachment.payload)
+        result.append(
+            attachment if name == attachment.filename else replace(attachment, filename=name)
+        )
+    return result
+
+
+def numbered(filename: str, counter: int) -> str:
+    stem, dot, extension = filename.rpartition(".")
+    if not dot or not stem:
+        return f"{filename} ({counter})"
+    return f"{stem} ({counter}).{extension}"

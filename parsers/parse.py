@@ -21,6 +21,7 @@ from parsers.headers import (
     parse_date,
     plain_emails,
     raw_values,
+    sender,
 )
 from parsers.htmltext import html_to_text
 from parsers.language import guess_language
@@ -33,6 +34,19 @@ from parsers.reply import strip_reply
 _PARSER = BytesParser(policy=compat32)
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+# A text/plain alternative this short, or a short one that points at the HTML version, is a
+# stub when the HTML part says at least _STUB_RATIO times as much.
+_STUB_MAX_WORDS = 4
+_STUB_POINTER_MAX_WORDS = 40
+_STUB_RATIO = 3
+_STUB_MIN_HTML_WORDS = 12
+_LINK_TARGET = re.compile(r"\]\([^)]*\)|https?://\S+")  # html2text's "[label](url)" targets
+_STUB_POINTER = re.compile(
+    r"\b(?:view|read|open|see|display)\w*\b.{0,40}\b(?:browser|navegador|html|web ?version|"
+    r"online)\b|\b(?:html|rich[- ]text)\b.{0,40}\b(?:client|reader|viewer|capable|enabled)\b|"
+    r"\bver (?:este|el) (?:correo|mensaje|bolet[ií]n)\b|versi[oó]n (?:web|html|en l[ií]nea)",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 def parse(raw: bytes) -> ParsedMessage:
@@ -65,8 +79,7 @@ def _parse(raw: bytes, defects: list[str]) -> ParsedMessage:
     content = walk(msg)
     defects.extend(content.defects)
     subject = decode_subject(msg, defects)
-    from_addrs = addresses(msg, "from", defects)
-    from_addr = from_addrs[0] if from_addrs else None
+    from_addr = sender(msg, defects)
     text, html = _body(content, defects)
     kind, kind_reason = classify(msg, subject, text)
     bounce = kind is MailKind.BOUNCE
@@ -136,7 +149,21 @@ def _body(content: MimeContent, defects: list[str]) -> tuple[str, str | None]:
     html = "\n".join(content.html) if content.html else None
     plain = "\n\n".join(part.strip("\r\n") for part in content.plain if part.strip())
     text = plain or (html_to_text(html, defects) if html else "")
+    if plain and html and _is_stub(plain):
+        html_text = html_to_text(html, defects)
+        html_words = len(_LINK_TARGET.sub(" ", html_text).split())
+        if html_words >= max(_STUB_MIN_HTML_WORDS, _STUB_RATIO * len(plain.split())):
+            defects.append("text/plain part is a stub; text taken from the HTML part")
+            text = html_text
     return text.replace("\r\n", "\n").replace("\r", "\n"), html
+
+
+def _is_stub(plain: str) -> bool:
+    """A text/plain alternative that only points at the HTML ("view it in a browser")."""
+    words = plain.split()
+    return len(words) <= _STUB_MAX_WORDS or (
+        len(words) <= _STUB_POINTER_MAX_WORDS and bool(_STUB_POINTER.search(plain))
+    )
 
 
 def _ids(msg: Message, name: str) -> tuple[str, ...]:

@@ -237,7 +237,7 @@ def test_attachments_inline_regular_and_nested() -> None:
     assert pdf.payload.startswith(b"%PDF-1.4")
     assert by_type["application/octet-stream"].filename == "bashrc"
     nested = by_type["message/rfc822"]
-    assert nested.filename == "message.eml"
+    assert nested.filename == "Resultados.eml"  # named from its subject, as mail clients do
     assert b"TEXTO DEL CORREO REENVIADO" in nested.payload
 
 
@@ -323,8 +323,10 @@ def test_long_filenames_are_cut_keeping_the_extension() -> None:
         (["X-Autoreply: yes"], MailKind.AUTO_REPLY),
         (["X-Autorespond: Vacation"], MailKind.AUTO_REPLY),
         (["X-Auto-Response-Suppress: All"], MailKind.PERSON),
-        (["Precedence: bulk"], MailKind.LIST),
-        (["Precedence: list"], MailKind.LIST),
+        # Issue 14: Precedence alone is set on people's replies too; it needs list headers.
+        (["Precedence: bulk"], MailKind.PERSON),
+        (["Precedence: list"], MailKind.PERSON),
+        (["Precedence: bulk", "List-Post: <mailto:l@x.example>"], MailKind.LIST),
         (["Precedence: junk"], MailKind.AUTO_REPLY),
         (["List-Id: Pacientes <pacientes.clinica.example>"], MailKind.LIST),
         (["List-Unsubscribe: <mailto:baja@clinica.example>"], MailKind.LIST),

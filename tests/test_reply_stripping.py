@@ -226,3 +226,96 @@ def test_html_outlook_reply_is_stripped_after_conversion() -> None:
     parsed = parse(raw)
     assert parsed.new_text == "Va el archivo."
     assert "¿Nos envías el archivo?" in parsed.text
+
+
+# --- issue 14: what the reply-parser suites showed ----------------------------------------
+
+PORTUGUESE_INTRO = """\
+Segue o comprovante.
+
+Em seg., 3 de mar. de 2025 às 10:00, Ana <ana@clinica.example> escreveu:
+
+> Pode enviar o comprovante?
+"""
+
+GERMAN_OUTLOOK = """\
+Anbei die Rechnung.
+
+Von: Soporte <soporte@clinica.example>
+Gesendet: Montag, 3. März 2025 10:00
+An: Hans Müller
+Betreff: Rechnung
+
+Können Sie uns die Rechnung schicken?
+"""
+
+DATE_FIRST_BLOCK = """\
+It works now.
+
+Date: Mon, 3 Mar 2025 10:00:00 +0000
+Subject: Portal
+From: soporte@clinica.example
+To: juan@correo.example
+
+Please try again.
+"""
+
+SIGN_OFF = """\
+Hola, adjunto la receta escaneada.
+
+Saludos,
+Juan Pérez
+"""
+
+MAILMAN_FOOTER = """\
+Confirmo la cita.
+
+_______________________________________________
+pacientes mailing list
+pacientes@lists.clinica.example
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (PORTUGUESE_INTRO, "Segue o comprovante."),
+        (GERMAN_OUTLOOK, "Anbei die Rechnung."),
+        (DATE_FIRST_BLOCK, "It works now."),
+        (SIGN_OFF, "Hola, adjunto la receta escaneada."),
+        (MAILMAN_FOOTER, "Confirmo la cita."),
+        ("Here it is.\n\nSent from my Verizon Wireless BlackBerry\n", "Here it is."),
+    ],
+    ids=[
+        "any-language-intro",
+        "german-outlook",
+        "date-first-block",
+        "sign-off",
+        "mailman",
+        "device",
+    ],
+)
+def test_more_reply_styles_are_stripped(text: str, expected: str) -> None:
+    assert strip_reply(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Here is another email\n\nSent from my desk, is much easier than my mobile phone.",
+        "Necesito el turno del jueves.\n\nGracias",
+        "Gracias,\nespero respuesta pronto porque el dolor no para.",
+        "Horarios posibles a las 10:30 o 12:00:\n- jueves\n- viernes",
+    ],
+    ids=["sent-from-sentence", "lone-thanks", "thanks-sentence", "colon-line-without-quote"],
+)
+def test_text_that_only_looks_like_a_signature_or_header_is_kept(text: str) -> None:
+    assert strip_reply(text) == text
+
+
+def test_forwarded_header_block_at_the_top_is_not_history() -> None:
+    text = (
+        "De: Recepción <recepcion@clinica.example>\nEnviado: lunes\nPara: Juan\n"
+        "Asunto: Turno\n\nSu turno es el jueves.\n"
+    )
+    assert "Su turno es el jueves." in strip_reply(text)
