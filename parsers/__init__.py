@@ -4,6 +4,7 @@ from parsers.message import (
     Address,
     Attachment,
     DeliveryFailure,
+    Limits,
     MailKind,
     ParsedMessage,
 )
@@ -13,6 +14,7 @@ __all__ = [
     "Address",
     "Attachment",
     "DeliveryFailure",
+    "Limits",
     "MailKind",
     "ParsedMessage",
     "parse",

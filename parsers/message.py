@@ -17,6 +17,16 @@ class MailKind(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """How much of one mail the parser reads. A mail beyond them is still parsed up to the
+    limit (with a defect saying so); the rest stays in the stored raw message only."""
+
+    max_parts: int = 1000  # MIME parts walked
+    max_depth: int = 40  # nesting of multiparts and attached mails
+    max_decoded_bytes: int = 64 * 2**20  # text and attachments decoded, in all
+
+
+@dataclass(frozen=True, slots=True)
 class Address:
     """A mailbox: the address is normalised (domain lower-cased, no angle brackets)."""
 

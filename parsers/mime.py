@@ -13,13 +13,12 @@ from io import BytesIO
 from parsers.charsets import decode_bytes, decode_words
 from parsers.filenames import sanitise_filename
 from parsers.headers import charset_hint, first_value, raw_values
-from parsers.message import Attachment
+from parsers.message import Attachment, Limits
 
 _RAW_PARAM = {
     param: re.compile(rf'(?:^|;)\s*{param}\s*=\s*(?:"(?P<quoted>[^"]*)"|(?P<bare>[^;\s]+))', re.I)
     for param in ("filename", "name")
 }
-MAX_DEPTH = 40  # deeper nesting is an attack or a loop, not a real mail
 _ENCAPSULATED = frozenset({"message/rfc822", "message/global"})
 
 
@@ -30,10 +29,13 @@ class MimeContent:
     attachments: list[Attachment] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
     charset_hint: str | None = None  # for 8-bit file names sent without any charset
+    limits: Limits = field(default_factory=Limits)
+    parts: int = 0
+    decoded: int = 0
 
 
-def walk(msg: Message) -> MimeContent:
-    content = MimeContent(charset_hint=charset_hint(msg))
+def walk(msg: Message, limits: Limits | None = None) -> MimeContent:
+    content = MimeContent(charset_hint=charset_hint(msg), limits=limits or Limits())
     _visit(msg, content, depth=0)
     content.attachments = unique_names(content.attachments)
     return content
@@ -46,28 +48,61 @@ def _visit(part: Message, content: MimeContent, depth: int) -> None:
 
 
 def _visit_part(part: Message, content: MimeContent, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        content.defects.append("MIME nesting too deep; rest ignored")
+    if not _within_limits(content, depth):
         return
     ctype = part.get_content_type()
-    if ctype in _ENCAPSULATED or (ctype.startswith("message/") and part.is_multipart()):
-        # A forwarded or bounced mail is a document of its own: keep it whole, never merge it.
-        content.attachments.append(_attachment(part, part_bytes(part), content.charset_hint))
-    elif part.is_multipart():
+    encapsulated = ctype in _ENCAPSULATED or (ctype.startswith("message/") and part.is_multipart())
+    if not encapsulated and part.is_multipart():
         for child in _children(part):
             _visit(child, content, depth + 1)
-    elif ctype.startswith("multipart/"):
+    elif not encapsulated and ctype.startswith("multipart/"):
         _broken_multipart(part, content)
+    else:
+        _leaf(part, ctype, encapsulated, content)
+
+
+def _leaf(part: Message, ctype: str, encapsulated: bool, content: MimeContent) -> None:
+    content.parts += 1
+    if content.parts > content.limits.max_parts:
+        content.defects.append(f"more than {content.limits.max_parts} MIME parts; rest ignored")
+        return
+    payload = part_bytes(part)
+    if not _budget(content, payload):
+        return
+    if encapsulated:
+        # A forwarded or bounced mail is a document of its own: keep it whole, never merge it.
+        content.attachments.append(_attachment(part, payload, content.charset_hint))
     elif _is_body_text(part, ctype):
-        text, defects = decode_bytes(part_bytes(part), part.get_content_charset())
+        text, defects = decode_bytes(payload, part.get_content_charset())
         content.defects.extend(defects)
         (content.plain if ctype == "text/plain" else content.html).append(text)
     else:
         if _is_inline_named_text(part, ctype, content):
             # Thunderbird's "attach inline" sends the only text as a named inline part: it is
             # both the body the person wrote and a file they attached.
-            content.plain.append(decode_bytes(part_bytes(part), part.get_content_charset())[0])
-        content.attachments.append(_attachment(part, part_bytes(part), content.charset_hint))
+            content.plain.append(decode_bytes(payload, part.get_content_charset())[0])
+        content.attachments.append(_attachment(part, payload, content.charset_hint))
+
+
+def _within_limits(content: MimeContent, depth: int) -> bool:
+    """Deeper nesting (or, in `_leaf`, more parts) than the limits is an attack or a loop,
+    not a mail a person wrote: what lies beyond stays in the raw message (a defect says so)."""
+    limits = content.limits
+    if depth > limits.max_depth:
+        content.defects.append(f"MIME nesting too deep (over {limits.max_depth}); rest ignored")
+        return False
+    return True
+
+
+def _budget(content: MimeContent, payload: bytes) -> bool:
+    """Whether `payload` still fits the decoded-size budget of the whole mail."""
+    content.decoded += len(payload)
+    if content.decoded <= content.limits.max_decoded_bytes:
+        return True
+    content.defects.append(
+        f"decoded content over {content.limits.max_decoded_bytes} bytes; rest ignored"
+    )
+    return False
 
 
 def _broken_multipart(part: Message, content: MimeContent) -> None:

@@ -25,7 +25,7 @@ from parsers.headers import (
 )
 from parsers.htmltext import html_to_text
 from parsers.language import guess_language
-from parsers.message import MailKind, ParsedMessage
+from parsers.message import Limits, MailKind, ParsedMessage
 from parsers.mime import MimeContent, walk
 from parsers.reply import strip_reply
 
@@ -34,6 +34,7 @@ from parsers.reply import strip_reply
 _PARSER = BytesParser(policy=compat32)
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
+_DELIMITER = b"\n--"  # how every MIME boundary line begins
 # A text/plain alternative this short, or a short one that points at the HTML version, is a
 # stub when the HTML part says at least _STUB_RATIO times as much.
 _STUB_MAX_WORDS = 4
@@ -49,11 +50,12 @@ _STUB_POINTER = re.compile(
 )
 
 
-def parse(raw: bytes) -> ParsedMessage:
+def parse(raw: bytes, limits: Limits | None = None) -> ParsedMessage:
+    limits = limits or Limits()
     defects: list[str] = []
     data = _as_bytes(raw, defects)
     try:
-        return _parse(data, defects)
+        return _parse(data, defects, limits)
     except Exception as exc:  # the ingest boundary: a bad mail is data, never a crash
         defects.append(f"parser failure ({type(exc).__name__}); raw text kept as body")
         return _unparsed(data, defects)
@@ -72,11 +74,11 @@ def _as_bytes(raw: object, defects: list[str]) -> bytes:
         return b""
 
 
-def _parse(raw: bytes, defects: list[str]) -> ParsedMessage:
+def _parse(raw: bytes, defects: list[str], limits: Limits) -> ParsedMessage:
     if not raw.strip():
         defects.append("empty input")
-    msg = _read_message(raw, defects)
-    content = walk(msg)
+    msg = _read_message(_within_part_limit(raw, limits, defects), defects)
+    content = walk(msg, limits)
     defects.extend(content.defects)
     subject = decode_subject(msg, defects)
     from_addr = sender(msg, defects)
@@ -108,6 +110,20 @@ def _parse(raw: bytes, defects: list[str]) -> ParsedMessage:
         delivery_failures=dsn.delivery_failures(msg) if bounce else (),
         defects=tuple(dict.fromkeys(defects)),
     )
+
+
+def _within_part_limit(raw: bytes, limits: Limits, defects: list[str]) -> bytes:
+    """The stdlib parser builds every part before we can count them (100,000 parts take
+    seconds): past about `max_parts` delimiter lines, only the bytes before are parsed."""
+    delimiters = 0
+    at = raw.find(_DELIMITER)
+    while at != -1:
+        delimiters += 1
+        if delimiters > limits.max_parts + 1:
+            defects.append(f"more than {limits.max_parts} MIME parts; rest ignored")
+            return raw[: at + 1]
+        at = raw.find(_DELIMITER, at + 1)
+    return raw
 
 
 def _read_message(raw: bytes, defects: list[str]) -> Message:
