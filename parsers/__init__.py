@@ -9,6 +9,7 @@ from parsers.message import (
     ParsedMessage,
 )
 from parsers.parse import parse
+from parsers.verdicts import SpamRules
 
 __all__ = [
     "Address",
@@ -17,5 +18,6 @@ __all__ = [
     "Limits",
     "MailKind",
     "ParsedMessage",
+    "SpamRules",
     "parse",
 ]

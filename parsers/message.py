@@ -82,6 +82,7 @@ class ParsedMessage:
     dsn_original_message_id: str | None = None  # for bounces: the Message-ID reported on
     delivery_failures: tuple[DeliveryFailure, ...] = ()
     defects: tuple[str, ...] = field(default_factory=tuple)
+    spam_reason: str | None = None  # the MTA's filters' verdict (parsers.verdicts)
 
     @property
     def is_automatic(self) -> bool:

@@ -28,6 +28,7 @@ from parsers.language import guess_language
 from parsers.message import Limits, MailKind, ParsedMessage
 from parsers.mime import MimeContent, walk
 from parsers.reply import strip_reply
+from parsers.verdicts import SpamRules, spam_reason
 
 # compat32 on purpose: the modern policy parses header values lazily and raises on malformed
 # ones when they are read; here every header is decoded by parsers.headers, defensively.
@@ -50,12 +51,14 @@ _STUB_POINTER = re.compile(
 )
 
 
-def parse(raw: bytes, limits: Limits | None = None) -> ParsedMessage:
+def parse(
+    raw: bytes, limits: Limits | None = None, spam: SpamRules | None = None
+) -> ParsedMessage:
     limits = limits or Limits()
     defects: list[str] = []
     data = _as_bytes(raw, defects)
     try:
-        return _parse(data, defects, limits)
+        return _parse(data, defects, limits, spam or SpamRules())
     except Exception as exc:  # the ingest boundary: a bad mail is data, never a crash
         defects.append(f"parser failure ({type(exc).__name__}); raw text kept as body")
         return _unparsed(data, defects)
@@ -74,7 +77,7 @@ def _as_bytes(raw: object, defects: list[str]) -> bytes:
         return b""
 
 
-def _parse(raw: bytes, defects: list[str], limits: Limits) -> ParsedMessage:
+def _parse(raw: bytes, defects: list[str], limits: Limits, spam: SpamRules) -> ParsedMessage:
     if not raw.strip():
         defects.append("empty input")
     msg = _read_message(_within_part_limit(raw, limits, defects), defects)
@@ -109,6 +112,7 @@ def _parse(raw: bytes, defects: list[str], limits: Limits) -> ParsedMessage:
         dsn_original_message_id=dsn.original_message_id(msg, text) if bounce else None,
         delivery_failures=dsn.delivery_failures(msg) if bounce else (),
         defects=tuple(dict.fromkeys(defects)),
+        spam_reason=spam_reason(msg, spam),
     )
 
 
