@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from tickets.actions import DEFAULT_CATEGORIES
 from tickets.addresses import is_own
 from tickets.priority import DEFAULT_MATRIX, validate_matrix
+from tickets.routing import URGENT_WORDS
 from tickets.sla import DEFAULT_TARGETS
 
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
@@ -235,6 +236,51 @@ class TicketsConfig(_Section):
         return value
 
 
+class RoutingRuleConfig(_Section):
+    """One routing rule: conditions (all that are given must hold) and actions."""
+
+    name: str
+    to: list[str] = Field(default_factory=list)  # recipient addresses (envelope, To, Cc)
+    sources: list[str] = Field(default_factory=list)  # smtp, lmtp, imap:<mailbox>, pipe
+    senders: list[str] = Field(default_factory=list)  # addresses or "@domain"
+    words: list[str] = Field(default_factory=list)  # in subject or new text, any accents
+    regex: str | None = None  # in subject or new text (accents removed, lower case)
+    team: str | None = None
+    category: str | None = None
+    priority: Literal["P1", "P2", "P3", "P4"] | None = None
+    impact: str | None = None
+    urgency: str | None = None
+    level: Literal[1, 2] | None = None
+    assignee: str | None = None
+    language: Literal["es", "en"] | None = None
+    tags: list[str] = Field(default_factory=list)
+    acknowledge: bool | None = None  # false: no acknowledgement to the customer
+    proceed: bool = False  # true: later rules may set what this one leaves unset
+
+    @field_validator("to", "senders")
+    @classmethod
+    def _lower(cls, values: list[str]) -> list[str]:
+        return [v.strip().lower() for v in values]
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+
+class RoutingConfig(_Section):
+    """Ordered rules, first match wins (unless it says proceed); see tickets/routing.py."""
+
+    urgent_rule: bool = True  # seed 001: pain or bleeding → urgent_emergency, P1
+    urgent_words: list[str] = Field(default_factory=lambda: list(URGENT_WORDS))
+    rules: list[RoutingRuleConfig] = Field(default_factory=list)
+
+
 class HttpConfig(_Section):
     enabled: bool = True
     listen: str = "127.0.0.1:8025"
@@ -350,6 +396,7 @@ class Settings(BaseSettings):
     imap: ImapConfig = ImapConfig()
     outbound: OutboundConfig = OutboundConfig()
     tickets: TicketsConfig = TicketsConfig()
+    routing: RoutingConfig = RoutingConfig()
     http: HttpConfig = HttpConfig()
     sla: SlaConfig = SlaConfig()
     log: LogConfig = LogConfig()
@@ -358,6 +405,17 @@ class Settings(BaseSettings):
     @classmethod
     def _emails(cls, values: list[str]) -> list[str]:
         return [_check_email(v) for v in values]
+
+    @model_validator(mode="after")
+    def _routing_categories(self) -> Settings:
+        known = set(self.tickets.categories)
+        for rule in self.routing.rules:
+            if rule.category is not None and rule.category not in known:
+                raise ValueError(
+                    f"routing rule {rule.name!r}: unknown category {rule.category!r}; "
+                    f"one of: {', '.join(self.tickets.categories)}"
+                )
+        return self
 
     @field_validator("support_domains")
     @classmethod

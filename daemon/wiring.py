@@ -9,10 +9,11 @@ module imports it: only the CLI (and `python -m daemon`) do.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
 
@@ -24,6 +25,7 @@ from daemon import secret_key
 from daemon.config import (
     ConfigError,
     ImapMailbox,
+    RoutingRuleConfig,
     Settings,
     SlaTargetConfig,
     SmtpConfig,
@@ -52,6 +54,7 @@ from tickets.db import make_engine, make_session_factory, upgrade
 from tickets.models import utcnow
 from tickets.policy import MailPolicy
 from tickets.priority import PriorityMatrix
+from tickets.routing import Actions, Rule, compile_words, urgent_rule
 from tickets.sla import SlaPolicy, Target
 
 # Which runners each long-lived command starts ("imap" stands for one per mailbox).
@@ -106,6 +109,16 @@ class App:
             timezone=s.sla.timezone,
             own_addresses=s.own_addresses,
         )
+
+    @cached_property
+    def routing_rules(self) -> tuple[Rule, ...]:
+        """The shipped urgent-emergency rule (unless turned off), then the configured ones."""
+        cfg = self.settings.routing
+        rules = [_rule(r) for r in cfg.rules]
+        if cfg.urgent_rule:
+            urgent = urgent_rule()
+            rules.insert(0, replace(urgent, words=compile_words(cfg.urgent_words)))
+        return tuple(rules)
 
     @cached_property
     def desk(self) -> Desk:
@@ -386,3 +399,27 @@ class App:
                 f"http.listen {listen}: {exc.strerror or exc} (each process needs its own "
                 "port: --http HOST:PORT or BUZON_HTTP__LISTEN)"
             ) from None
+
+
+def _rule(cfg: RoutingRuleConfig) -> Rule:
+    return Rule(
+        name=cfg.name,
+        actions=Actions(
+            team=cfg.team,
+            category=cfg.category,
+            priority=cfg.priority,
+            impact=cfg.impact,
+            urgency=cfg.urgency,
+            level=cfg.level,
+            assignee=cfg.assignee,
+            language=cfg.language,
+            tags=tuple(cfg.tags),
+            acknowledge=cfg.acknowledge,
+        ),
+        to=frozenset(cfg.to),
+        sources=frozenset(cfg.sources),
+        senders=frozenset(cfg.senders),
+        words=compile_words(cfg.words),
+        regex=re.compile(cfg.regex, re.I) if cfg.regex else None,
+        proceed=cfg.proceed,
+    )
