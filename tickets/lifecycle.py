@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -69,12 +70,49 @@ def record_once(
     return session.execute(statement).first() is not None
 
 
-def check_transition(old: str, new: str) -> Status:
-    try:
-        target = Status(new)
-    except ValueError:
+# What people type for a status: the code names, the customer-facing Spanish names
+# (DESIGN.md) and the words agents use; accents, case, spaces and "_" do not matter.
+_STATUS_WORDS: dict[str, Status] = {
+    **{s.value.replace("_", " "): s for s in Status},
+    "enviado": Status.NEW,
+    "nuevo": Status.NEW,
+    "en curso": Status.IN_PROGRESS,
+    "en proceso": Status.IN_PROGRESS,
+    "a la espera de tu respuesta": Status.WAITING_ON_CUSTOMER,
+    "a la espera": Status.WAITING_ON_CUSTOMER,
+    "esperando al cliente": Status.WAITING_ON_CUSTOMER,
+    "waiting": Status.WAITING_ON_CUSTOMER,
+    "suspendido": Status.ON_HOLD,
+    "en pausa": Status.ON_HOLD,
+    "resuelto": Status.RESOLVED,
+    "cerrado": Status.CLOSED,
+}
+_OPEN_WORDS = frozenset({"open", "abierto", "abiertos", "abierta", "abiertas"})
+
+
+def status_named(name: str) -> Status:
+    """The status a person means by `name`; refuses anything else, naming the choices."""
+    status = _STATUS_WORDS.get(_words(name))
+    if status is None:
         names = ", ".join(s.value for s in Status)
-        raise InvalidTransition(f"unknown status {new!r}; one of: {names}") from None
+        raise InvalidTransition(f"unknown status {name!r}; one of: {names} (or in Spanish)")
+    return status
+
+
+def statuses_named(name: str) -> tuple[Status, ...]:
+    """As `status_named`, plus "open" / "abiertos" for every status not resolved or closed."""
+    if _words(name) in _OPEN_WORDS:
+        return tuple(s for s in Status if s in _OPEN)
+    return (status_named(name),)
+
+
+def _words(name: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", name.casefold().replace("_", " "))
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).split())
+
+
+def check_transition(old: str, new: str) -> Status:
+    target = status_named(new)
     if target not in TRANSITIONS[Status(old)]:
         allowed = ", ".join(sorted(TRANSITIONS[Status(old)])) or "none (closed is final)"
         raise InvalidTransition(f"cannot move from {old} to {new}; allowed: {allowed}")
@@ -119,7 +157,7 @@ def change_status(
     `internal` marks a move customers are not told about (an escalation's reset to new).
     """
     old = ticket.status
-    if old == new:
+    if old == status_named(new).value:
         raise InvalidTransition(f"ticket #{ticket.id} is already {old}")
     target = check_transition(old, new)
     now = now or utcnow()

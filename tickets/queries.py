@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from tickets import search
 from tickets.errors import TicketNotFound
-from tickets.lifecycle import event_marks, time_spent
+from tickets.lifecycle import event_marks, statuses_named, time_spent
 from tickets.models import Article, OutboxMessage, RawMessage, RawState, Ticket, utcnow
 from tickets.sla import SlaPolicy, clocks_of, fired_keys
 
@@ -42,11 +43,26 @@ def list_tickets(
     level: int | None = None,
     requester: str | None = None,
     due_before: datetime | None = None,
+    team: str | None = None,
+    assignee: str | None = None,
+    category: str | None = None,
+    words: str | None = None,
+    numbers: list[int] | None = None,
     limit: int = 100,
 ) -> list[dict[str, Any]]:
     """Tickets, newest first; `due_before` keeps those with an SLA due time before it
-    (now for breached tickets, now + a window for those due soon)."""
+    (now for breached tickets, now + a window for those due soon); `status` takes the
+    names people type ("resuelto", "abiertos"); `words` searches the tickets' text."""
     query = select(Ticket).order_by(Ticket.id.desc()).limit(limit)
+    if words is not None:
+        numbers = search.search(session, words, limit=1000)
+    if numbers is not None:
+        query = query.where(Ticket.id.in_(numbers))
+    for column, value in ((Ticket.team, team), (Ticket.category, category)):
+        if value:
+            query = query.where(func.lower(column) == value.strip().lower())
+    if assignee:
+        query = query.where(Ticket.assignee == assignee.strip().lower())
     if due_before is not None:
         query = (
             query.where(
@@ -57,7 +73,7 @@ def list_tickets(
             .order_by(Ticket.resolution_due_at)
         )
     if status:
-        query = query.where(Ticket.status == status)
+        query = query.where(Ticket.status.in_([s.value for s in statuses_named(status)]))
     if level:
         query = query.where(Ticket.level == level)
     if requester:
@@ -82,6 +98,7 @@ def ticket_detail(session: Session, number: int, now: datetime | None = None) ->
     spent = time_spent(ticket.created_at, event_marks(ticket.events), now or utcnow())
     return {
         **ticket_summary(ticket),
+        "similar": search.similar(session, ticket),
         "time_by_level": {str(k): round(v) for k, v in sorted(spent.by_level.items())},
         "time_by_team": {k or "-": round(v) for k, v in sorted(spent.by_team.items())},
         "participants": [

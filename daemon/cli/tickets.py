@@ -19,7 +19,7 @@ import click
 from daemon.cli.common import DURATION, EX_DATAERR, emit, emit_rows, fail, with_app
 from daemon.wiring import App
 from notifier.mail import Queued
-from tickets import actions, queries
+from tickets import actions, queries, search
 from tickets.blobstore import BlobStore
 from tickets.lifecycle import Status
 from tickets.models import Ticket, utcnow
@@ -33,9 +33,15 @@ def tickets_group() -> None:
 
 
 @tickets_group.command("list")
-@click.option("--status", help="Only this status (new, in_progress, ...).")
+@click.option(
+    "--status", help="Only this status (new, in_progress, … or resuelto, en curso, abiertos)."
+)
 @click.option("--level", type=click.IntRange(1, 2))
 @click.option("--requester", help="Requester's address.")
+@click.option("--team", help="Only this team's tickets.")
+@click.option("--assignee", help="Only tickets of this agent.")
+@click.option("--category", help="Only this category (escalation type).")
+@click.option("--search", "words", help="Only tickets whose text has these words.")
 @click.option("--breached", is_flag=True, help="Only tickets past an SLA due time.")
 @click.option("--due-within", type=DURATION, help="Only tickets due within e.g. 2h, 30m, 1d.")
 @click.option("--limit", default=100, show_default=True)
@@ -46,6 +52,10 @@ def tickets_list(
     status: str | None,
     level: int | None,
     requester: str | None,
+    team: str | None,
+    assignee: str | None,
+    category: str | None,
+    words: str | None,
     breached: bool,
     due_within: timedelta | None,
     limit: int,
@@ -55,6 +65,10 @@ def tickets_list(
     due_before = None
     if breached or due_within is not None:
         due_before = utcnow() + (due_within or timedelta(0))
+    if category is not None:
+        category = app.catalogue.category(category)  # refuses an unknown one, listing all
+    if team is not None and app.catalogue.teams:
+        team = app.catalogue.team(team)
     with app.sessions() as session:
         rows = queries.list_tickets(
             session,
@@ -62,6 +76,10 @@ def tickets_list(
             level=level,
             requester=requester,
             due_before=due_before,
+            team=team,
+            assignee=assignee,
+            category=category,
+            words=words,
             limit=limit,
         )
 
@@ -71,8 +89,25 @@ def tickets_list(
 def _ticket_line(t: dict[str, Any]) -> str:
     return (
         f"#{t['number']:<6} {t['status']:<20} L{t['level']} {t['priority']} "
-        f"{t['requester']:<30} {t['subject'][:60]}"
+        f"{t['requester']:<30} {t['assignee'] or '-':<24} {t['subject'][:60]}"
     )
+
+
+@tickets_group.command("search")
+@click.argument("words")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def tickets_search(app: App, words: str, limit: int, as_json: bool) -> None:
+    """Tickets whose subject or mails contain WORDS (any inflection, any accents), best
+    match first."""
+    with app.sessions() as session:
+        numbers = search.search(session, words, limit)
+        by_number = {
+            t["number"]: t for t in queries.list_tickets(session, numbers=numbers, limit=limit)
+        }
+    rows = [by_number[n] for n in numbers if n in by_number]
+    emit_rows(rows, as_json, _ticket_line, "no tickets")
 
 
 @tickets_group.command("show")
@@ -97,6 +132,14 @@ def _print_ticket(t: dict[str, Any]) -> None:
     )
     if t["parent"]:
         click.echo(f"  follows up ticket #{t['parent']}")
+    similar = t["similar"]
+    if similar["same_requester"] or similar["related"]:
+        click.echo(
+            "  posibles duplicados: "
+            + (" ".join(f"#{n}" for n in similar["same_requester"]) or "-")
+            + "  relacionados: "
+            + (" ".join(f"#{n}" for n in similar["related"]) or "-")
+        )
     click.echo("participants:")
     for p in t["participants"]:
         click.echo(f"  {p['role']:<10} {p['email']}")

@@ -1,0 +1,45 @@
+"""full-text search over tickets (FTS5 on SQLite, tsvector on PostgreSQL)
+
+Revision ID: 0003
+Revises: 0001
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+from sqlalchemy.orm import Session
+
+revision: str = "0003"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql":
+        op.execute(
+            "CREATE TABLE ticket_search (ticket_id INTEGER PRIMARY KEY "
+            "REFERENCES tickets (id) ON DELETE CASCADE, body TEXT NOT NULL)"
+        )
+        op.execute(
+            "CREATE INDEX ix_ticket_search_body ON ticket_search "
+            "USING gin (to_tsvector('spanish', body))"
+        )
+    else:
+        op.execute("CREATE VIRTUAL TABLE ticket_search USING fts5(body, tokenize='unicode61')")
+    _index_existing(Session(bind=bind))
+
+
+def _index_existing(session: Session) -> None:
+    from sqlalchemy import select
+
+    from tickets import search
+    from tickets.models import Ticket
+
+    search.index(session, list(session.scalars(select(Ticket.id))))
+    session.flush()
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE ticket_search")
