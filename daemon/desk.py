@@ -87,9 +87,14 @@ class Desk:
 
     def act(self, number: int, action: Action, now: datetime | None = None) -> Acted:
         """One agent action on ticket `number`, in one transaction with its mail."""
+        return self.change(lambda s: action(s, actions.load_ticket(s, number)), now)
+
+    def change(
+        self, action: Callable[[Session], list[Change]], now: datetime | None = None
+    ) -> Acted:
+        """Any change (an agent opening a ticket for a call), with its SLA and mail."""
         with self.sessions.begin() as session:
-            ticket = actions.load_ticket(session, number)
-            changes = action(session, ticket)
+            changes = action(session)
             queued = self.after_change(session, changes, now)
         return Acted(changes, queued)
 

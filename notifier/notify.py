@@ -70,6 +70,8 @@ class Plan:
 def plan_for(changes: list[Change]) -> Plan | None:
     created = next((c for c in changes if isinstance(c, TicketCreated)), None)
     if created is not None:
+        if not created.acknowledge:
+            return None
         return Plan("acknowledgement", AUTO_REPLIED, article_id=created.article_id)
     statuses = [c for c in changes if isinstance(c, StatusChanged) and not c.internal]
     status = None

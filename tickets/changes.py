@@ -14,6 +14,9 @@ from dataclasses import dataclass
 class TicketCreated:
     ticket_id: int
     article_id: int
+    # False: open quietly, no acknowledgement to the customer (a routing rule, a backfill
+    # of old mail, an agent registering a call who says so).
+    acknowledge: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,15 @@ class PriorityChanged:
     actor: str
 
 
+@dataclass(frozen=True)
+class TicketChanged:
+    """Internal: a field agents shape (category, participants, requester) changed."""
+
+    ticket_id: int
+    field: str
+    actor: str
+
+
 Change = (
     TicketCreated
     | CustomerReplied
@@ -90,4 +102,5 @@ Change = (
     | Escalated
     | NoteAdded
     | PriorityChanged
+    | TicketChanged
 )

@@ -12,7 +12,15 @@ from sqlalchemy.orm import Session, selectinload
 from tickets import search
 from tickets.errors import TicketNotFound
 from tickets.lifecycle import event_marks, statuses_named, time_spent
-from tickets.models import Article, OutboxMessage, RawMessage, RawState, Ticket, utcnow
+from tickets.models import (
+    Article,
+    AttachmentFile,
+    OutboxMessage,
+    RawMessage,
+    RawState,
+    Ticket,
+    utcnow,
+)
 from tickets.sla import SlaPolicy, clocks_of, fired_keys
 
 
@@ -118,6 +126,7 @@ def ticket_detail(session: Session, number: int, now: datetime | None = None) ->
                 "created_at": a.created_at,
                 "attachments": [
                     {
+                        "id": f.id,
                         "filename": f.filename,
                         "content_type": f.content_type,
                         "size": f.size,
@@ -141,6 +150,23 @@ def ticket_detail(session: Session, number: int, now: datetime | None = None) ->
             }
             for e in ticket.events
         ],
+    }
+
+
+def attachment(session: Session, number: int, attachment_id: int) -> dict[str, Any]:
+    """One attachment of a ticket: its name, type, size and blob digest."""
+    found = session.execute(
+        select(AttachmentFile)
+        .join(Article, AttachmentFile.article_id == Article.id)
+        .where(Article.ticket_id == number, AttachmentFile.id == attachment_id)
+    ).scalar_one_or_none()
+    if found is None:
+        raise TicketNotFound(f"ticket #{number} has no attachment {attachment_id}")
+    return {
+        "filename": found.filename,
+        "content_type": found.content_type,
+        "size": found.size,
+        "sha256": found.sha256,
     }
 
 

@@ -19,7 +19,7 @@ import click
 from daemon.cli.common import DURATION, EX_DATAERR, emit, emit_rows, fail, with_app
 from daemon.wiring import App
 from notifier.mail import Queued
-from tickets import actions, queries, search
+from tickets import actions, queries, search, shaping
 from tickets.blobstore import BlobStore
 from tickets.lifecycle import Status
 from tickets.models import Ticket, utcnow
@@ -149,7 +149,9 @@ def _print_ticket(t: dict[str, Any]) -> None:
         for line in (a["new_text"] or "").strip().splitlines()[:20]:
             click.echo(f"      {line}")
         for f in a["attachments"]:
-            click.echo(f"      📎 {f['filename']} ({f['content_type']}, {f['size']} bytes)")
+            click.echo(
+                f"      📎 [{f['id']}] {f['filename']} ({f['content_type']}, {f['size']} bytes)"
+            )
     click.echo("history:")
     for e in t["events"]:
         change = f" {e['field']}: {e['old'] or '-'} → {e['new'] or '-'}" if e["field"] else ""
@@ -336,3 +338,113 @@ def tickets_priority(app: App, number: int, impact: str, urgency: str, actor: st
         ticket = session.get(Ticket, number)
         priority = ticket.priority if ticket else "?"
     click.echo(f"ticket #{number}: priority {priority}" + ("" if done.changes else " (unchanged)"))
+
+
+# --- shaping a ticket ----------------------------------------------------------------------
+
+
+@tickets_group.command("create")
+@click.option("--requester", required=True, help="The customer's address.")
+@click.option("--subject", required=True)
+@click.option("--file", "file", help="What they asked, from a file ('-' for stdin).")
+@click.option("--text", help="What they asked (instead of --file).")
+@click.option("--cc", multiple=True, help="A colleague to keep informed (repeatable).")
+@click.option("--source", type=click.Choice(shaping.SOURCES), default="phone", show_default=True)
+@click.option("--language", type=click.Choice(["es", "en"]))
+@click.option("--no-ack", is_flag=True, help="Do not send the customer an acknowledgement.")
+@as_agent
+@with_app
+def tickets_create(
+    app: App,
+    requester: str,
+    subject: str,
+    file: str | None,
+    text: str | None,
+    cc: tuple[str, ...],
+    source: str,
+    language: str | None,
+    no_ack: bool,
+    actor: str,
+) -> None:
+    """Register a request that came by phone, chat or in person (seeds 002/003)."""
+    body = _read_text(file, text) if (file or text) else ""
+    done = app.desk.change(
+        lambda s: shaping.open_ticket(
+            s,
+            actor,
+            requester=requester,
+            subject=subject,
+            text=body,
+            cc=cc,
+            source=source,
+            language=language or app.settings.default_language,
+            acknowledge=not no_ack,
+        )
+    )
+    _report(done.changes[0].ticket_id, f"opened ({source})", done.queued)
+
+
+@tickets_group.command("category")
+@click.argument("number", type=int)
+@click.argument("category")
+@as_agent
+@with_app
+def tickets_category(app: App, number: int, category: str, actor: str) -> None:
+    """Put a ticket in CATEGORY (an escalation type); its SLA targets follow."""
+    name = app.catalogue.category(category)
+    app.desk.act(number, lambda s, t: shaping.set_category(s, t, actor, name))
+    click.echo(f"ticket #{number}: category {name}")
+
+
+@tickets_group.group("cc")
+def cc_group() -> None:
+    """The colleagues CC'd on a ticket (they hear of every update)."""
+
+
+@cc_group.command("add")
+@click.argument("number", type=int)
+@click.argument("address")
+@as_agent
+@with_app
+def cc_add(app: App, number: int, address: str, actor: str) -> None:
+    """CC ADDRESS on the ticket from now on."""
+    app.desk.act(number, lambda s, t: shaping.add_cc(s, t, actor, address))
+    click.echo(f"ticket #{number}: {address.strip().lower()} is CC'd")
+
+
+@cc_group.command("remove")
+@click.argument("number", type=int)
+@click.argument("address")
+@as_agent
+@with_app
+def cc_remove(app: App, number: int, address: str, actor: str) -> None:
+    """Stop CC'ing ADDRESS on the ticket."""
+    app.desk.act(number, lambda s, t: shaping.remove_cc(s, t, actor, address))
+    click.echo(f"ticket #{number}: {address.strip().lower()} is no longer CC'd")
+
+
+@tickets_group.command("requester")
+@click.argument("number", type=int)
+@click.argument("address")
+@as_agent
+@with_app
+def tickets_requester(app: App, number: int, address: str, actor: str) -> None:
+    """Make ADDRESS the requester; the previous one stays CC'd."""
+    app.desk.act(number, lambda s, t: shaping.set_requester(s, t, actor, address))
+    click.echo(f"ticket #{number}: requester {address.strip().lower()}")
+
+
+@tickets_group.command("attachment")
+@click.argument("number", type=int)
+@click.argument("attachment_id", type=int)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Default: its file name.")
+@with_app
+def tickets_attachment(app: App, number: int, attachment_id: int, output: str | None) -> None:
+    """Save attachment ATTACHMENT_ID of ticket NUMBER (ids as `tickets show` lists them)."""
+    with app.sessions() as session:
+        found = queries.attachment(session, number, attachment_id)
+    target = Path(output or found["filename"])
+    if target.exists() and output is None:
+        fail(f"{target} exists; give --output", EX_DATAERR)
+    target.write_bytes(BlobStore(app.settings.attachments_dir).get(found["sha256"]))
+    click.echo(f"{target} ({found['size']} bytes, {found['content_type']})")

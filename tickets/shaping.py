@@ -1,0 +1,129 @@
+"""Agents shaping tickets: open one for a phone call or a chat (seeds 002/003), set the
+category, add or remove a CC'd person, change the requester.
+
+Like `tickets.actions`: a session in, history events written, changes out; the desk
+adds the SLA clocks and the mail in the same transaction.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tickets.changes import Change, TicketChanged, TicketCreated
+from tickets.errors import TicketError
+from tickets.lifecycle import Status, record
+from tickets.models import Article, ArticleKind, Participant, ParticipantRole, Ticket, utcnow
+
+SOURCES = ("phone", "chat", "visit", "mail")
+_EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
+
+
+def open_ticket(
+    session: Session,
+    actor: str,
+    *,
+    requester: str,
+    subject: str,
+    text: str,
+    cc: tuple[str, ...] = (),
+    source: str = "phone",
+    language: str = "es",
+    acknowledge: bool = True,
+) -> list[Change]:
+    """A ticket an agent registers for a request that did not come by mail."""
+    requester = _address(requester)
+    if source not in SOURCES:
+        raise TicketError(f"unknown source {source!r}; one of: {', '.join(SOURCES)}")
+    subject = " ".join(subject.split())
+    if not subject:
+        raise TicketError("a ticket needs a subject")
+    ticket = Ticket(
+        subject=subject[:2000], status=Status.NEW.value, requester=requester, language=language
+    )
+    session.add(ticket)
+    session.flush()
+    session.add(Participant(ticket=ticket, email=requester, role=ParticipantRole.REQUESTER))
+    for email in dict.fromkeys(_address(a) for a in cc):
+        if email != requester:
+            session.add(Participant(ticket=ticket, email=email, role=ParticipantRole.WATCHER))
+    article = Article(
+        ticket=ticket,
+        kind=ArticleKind.INBOUND,
+        from_addr=requester,
+        subject=subject,
+        text=text,
+        new_text=text,
+        author=actor,  # who wrote it down
+    )
+    session.add(article)
+    session.flush()
+    record(session, ticket, "created", actor, source=source, registered_by=actor)
+    return [TicketCreated(ticket.id, article.id, acknowledge=acknowledge)]
+
+
+def set_category(session: Session, ticket: Ticket, actor: str, category: str) -> list[Change]:
+    if ticket.category == category:
+        raise TicketError(f"ticket #{ticket.id} is already in category {category}")
+    record(session, ticket, "category", actor, field="category", old=ticket.category,
+           new=category)  # fmt: skip
+    ticket.category = category
+    ticket.updated_at = utcnow()
+    return [TicketChanged(ticket.id, "category", actor)]
+
+
+def add_cc(session: Session, ticket: Ticket, actor: str, address: str) -> list[Change]:
+    email = _address(address)
+    if _participant(session, ticket, email) is not None:
+        raise TicketError(f"{email} is already on ticket #{ticket.id}")
+    session.add(Participant(ticket=ticket, email=email, role=ParticipantRole.WATCHER))
+    record(session, ticket, "participant", actor, field="watcher", new=email)
+    ticket.updated_at = utcnow()
+    return [TicketChanged(ticket.id, "participants", actor)]
+
+
+def remove_cc(session: Session, ticket: Ticket, actor: str, address: str) -> list[Change]:
+    email = _address(address)
+    participant = _participant(session, ticket, email)
+    if participant is None or participant.role != ParticipantRole.WATCHER:
+        raise TicketError(f"{email} is not a CC'd person of ticket #{ticket.id}")
+    session.delete(participant)
+    record(session, ticket, "participant", actor, field="watcher", old=email)
+    ticket.updated_at = utcnow()
+    return [TicketChanged(ticket.id, "participants", actor)]
+
+
+def set_requester(session: Session, ticket: Ticket, actor: str, address: str) -> list[Change]:
+    """The request is someone else's (a colleague wrote for a patient): they become the
+    requester; the previous one stays on the ticket as a CC'd person."""
+    email = _address(address)
+    if email == ticket.requester:
+        raise TicketError(f"{email} is already the requester of ticket #{ticket.id}")
+    old = _participant(session, ticket, ticket.requester)
+    if old is not None:
+        old.role = ParticipantRole.WATCHER
+    new = _participant(session, ticket, email)
+    if new is None:
+        session.add(Participant(ticket=ticket, email=email, role=ParticipantRole.REQUESTER))
+    else:
+        new.role = ParticipantRole.REQUESTER
+    record(session, ticket, "requester", actor, field="requester", old=ticket.requester,
+           new=email)  # fmt: skip
+    ticket.requester = email
+    ticket.updated_at = utcnow()
+    return [TicketChanged(ticket.id, "requester", actor)]
+
+
+def _participant(session: Session, ticket: Ticket, email: str) -> Participant | None:
+    return session.scalar(
+        select(Participant).where(Participant.ticket_id == ticket.id, Participant.email == email)
+    )
+
+
+def _address(value: str) -> str:
+    email = value.strip().strip("<>").lower()
+    if not _EMAIL.match(email):
+        raise TicketError(f"not an email address: {value!r}")
+    return email
