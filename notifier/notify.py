@@ -29,6 +29,7 @@ from tickets.changes import (
     AgentReplied,
     Assigned,
     Change,
+    Merged,
     StatusChanged,
     TicketCreated,
 )
@@ -65,6 +66,7 @@ class Plan:
     article_id: int | None = None  # the customer's first mail, or the agent's reply
     status: StatusChanged | None = None
     exclude: frozenset[str] = frozenset()
+    merged_from: int | None = None  # the ticket merged into this one
 
 
 def plan_for(changes: list[Change]) -> Plan | None:
@@ -79,6 +81,9 @@ def plan_for(changes: list[Change]) -> Plan | None:
         status = StatusChanged(
             statuses[-1].ticket_id, statuses[0].old, statuses[-1].new, statuses[-1].actor
         )
+    merged = next((c for c in changes if isinstance(c, Merged)), None)
+    if merged is not None:
+        return Plan("merged", AUTO_GENERATED, merged_from=merged.other)
     replied = next((c for c in changes if isinstance(c, AgentReplied)), None)
     if replied is not None:
         return Plan("reply", None, article_id=replied.article_id, status=status)
@@ -237,6 +242,9 @@ class Notifier:
             "automatic": plan.auto_submitted is not None,
             "reply_text": reply.text if reply else "",
             "attachments": [f.filename for f in reply.attachments] if reply else [],
+            "merged_from": subject_tag(self.settings.subject_tag, plan.merged_from)
+            if plan.merged_from is not None
+            else None,
         }
 
     def _thread(

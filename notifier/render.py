@@ -30,6 +30,7 @@ NAMES = (
     "reply",
     "survey",
     "reminder",
+    "merged",
     # Internal mail to staff (never to customers): SLA warning, breach, escalation tier.
     "sla_warning",
     "sla_breach",

@@ -93,6 +93,15 @@ class TicketChanged:
     actor: str
 
 
+@dataclass(frozen=True)
+class Merged:
+    """`other` was merged into this ticket: its customers hear it once, from here on."""
+
+    ticket_id: int
+    other: int
+    actor: str
+
+
 Change = (
     TicketCreated
     | CustomerReplied
@@ -103,4 +112,5 @@ Change = (
     | NoteAdded
     | PriorityChanged
     | TicketChanged
+    | Merged
 )

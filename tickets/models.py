@@ -113,6 +113,8 @@ class Ticket(Base):
     team: Mapped[str | None] = mapped_column(String(120))
     language: Mapped[str] = mapped_column(String(8), default="es")
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))  # closed → new
+    # Merged into another ticket: mail that threads here goes there.
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     first_response_at: Mapped[datetime | None]

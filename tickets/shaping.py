@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from tickets.changes import Change, TicketChanged, TicketCreated
+from tickets.changes import Change, Merged, TicketChanged, TicketCreated
 from tickets.errors import TicketError
-from tickets.lifecycle import Status, record
-from tickets.models import Article, ArticleKind, Participant, ParticipantRole, Ticket, utcnow
+from tickets.lifecycle import Status, change_status, record
+from tickets.models import (
+    Article,
+    ArticleKind,
+    OutboxMessage,
+    Participant,
+    ParticipantRole,
+    Ticket,
+    utcnow,
+)
 
 SOURCES = ("phone", "chat", "visit", "mail")
 _EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
@@ -127,3 +135,52 @@ def _address(value: str) -> str:
     if not _EMAIL.match(email):
         raise TicketError(f"not an email address: {value!r}")
     return email
+
+
+def merge(session: Session, survivor: Ticket, actor: str, other_number: int) -> list[Change]:
+    """Two tickets about one case: `other`'s articles, people and Message-IDs move to the
+    survivor (so a later reply to either lands here); `other` is closed with a link."""
+    if other_number == survivor.id:
+        raise TicketError("a ticket cannot be merged into itself")
+    other = session.get(Ticket, other_number, with_for_update=True)
+    if other is None:
+        raise TicketError(f"no ticket #{other_number}")
+    if other.merged_into_id is not None:
+        raise TicketError(f"ticket #{other.id} was already merged into #{other.merged_into_id}")
+    session.execute(
+        update(Article).where(Article.ticket_id == other.id).values(ticket_id=survivor.id)
+    )
+    session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.ticket_id == other.id)
+        .values(ticket_id=survivor.id)
+    )
+    _move_people(session, other, survivor)
+    now = utcnow()
+    record(session, survivor, "merged", actor, field="merged", new=other.id, at=now)
+    record(session, other, "merged", actor, field="merged_into", new=survivor.id, at=now)
+    other.merged_into_id = survivor.id
+    changes: list[Change] = []
+    if other.status != Status.CLOSED:
+        changes += change_status(session, other, Status.CLOSED, actor, internal=True, now=now,
+                                 note=f"merged into #{survivor.id}")  # fmt: skip
+    survivor.updated_at = now
+    session.expire(survivor, ["articles", "participants"])
+    return [*changes, Merged(survivor.id, other.id, actor)]
+
+
+def _move_people(session: Session, other: Ticket, survivor: Ticket) -> None:
+    known = {p.email for p in survivor.participants}
+    for person in list(other.participants):
+        if person.email not in known:
+            session.add(
+                Participant(
+                    ticket=survivor,
+                    email=person.email,
+                    name=person.name,
+                    role=ParticipantRole.WATCHER
+                    if person.role == ParticipantRole.REQUESTER
+                    else person.role,
+                )
+            )
+            known.add(person.email)

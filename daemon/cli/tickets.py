@@ -448,3 +448,15 @@ def tickets_attachment(app: App, number: int, attachment_id: int, output: str | 
         fail(f"{target} exists; give --output", EX_DATAERR)
     target.write_bytes(BlobStore(app.settings.attachments_dir).get(found["sha256"]))
     click.echo(f"{target} ({found['size']} bytes, {found['content_type']})")
+
+
+@tickets_group.command("merge")
+@click.argument("survivor", type=int)
+@click.argument("other", type=int)
+@as_agent
+@with_app
+def tickets_merge(app: App, survivor: int, other: int, actor: str) -> None:
+    """Merge ticket OTHER into SURVIVOR: its mails, people and threading move there and
+    OTHER is closed with a link; the customers of both are told once."""
+    done = app.desk.act(survivor, lambda s, t: shaping.merge(s, t, actor, other))
+    _report(survivor, f"#{other} merged into it", done.queued)

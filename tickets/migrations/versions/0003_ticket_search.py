@@ -1,4 +1,4 @@
-"""full-text search over tickets (FTS5 on SQLite, tsvector on PostgreSQL)
+"""full-text search over tickets (FTS5 on SQLite, tsvector on PostgreSQL); merged tickets
 
 Revision ID: 0003
 Revises: 0001
@@ -6,6 +6,7 @@ Revises: 0001
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.orm import Session
 
@@ -16,6 +17,11 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("tickets") as batch:
+        batch.add_column(sa.Column("merged_into_id", sa.Integer(), nullable=True))
+        batch.create_foreign_key(
+            "fk_tickets_merged_into", "tickets", ["merged_into_id"], ["id"]
+        )
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         op.execute(
@@ -43,3 +49,6 @@ def _index_existing(session: Session) -> None:
 
 def downgrade() -> None:
     op.execute("DROP TABLE ticket_search")
+    with op.batch_alter_table("tickets") as batch:
+        batch.drop_constraint("fk_tickets_merged_into", type_="foreignkey")
+        batch.drop_column("merged_into_id")
