@@ -273,12 +273,27 @@ class RoutingRuleConfig(_Section):
         return value
 
 
+class QueueConfig(_Section):
+    """A support address that is a queue of its own: mail about its tickets is sent from
+    it, under this name and signature."""
+
+    from_name: str | None = None  # default: outbound.from_name
+    signature: str | None = None  # replaces the name under the "-- " line
+
+
 class RoutingConfig(_Section):
     """Ordered rules, first match wins (unless it says proceed); see tickets/routing.py."""
 
     urgent_rule: bool = True  # seed 001: pain or bleeding → urgent_emergency, P1
     urgent_words: list[str] = Field(default_factory=lambda: list(URGENT_WORDS))
     rules: list[RoutingRuleConfig] = Field(default_factory=list)
+    # support address → its own From name and signature (the address must be ours)
+    queues: dict[str, QueueConfig] = Field(default_factory=dict)
+
+    @field_validator("queues")
+    @classmethod
+    def _queue_addresses(cls, value: dict[str, QueueConfig]) -> dict[str, QueueConfig]:
+        return {_check_email(address): queue for address, queue in value.items()}
 
 
 class HttpConfig(_Section):
@@ -408,6 +423,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _routing_categories(self) -> Settings:
+        for address in self.routing.queues:
+            if address not in self.support_addresses:
+                raise ValueError(f"routing.queues: {address} is not one of support_addresses")
         known = set(self.tickets.categories)
         for rule in self.routing.rules:
             if rule.category is not None and rule.category not in known:

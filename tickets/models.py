@@ -115,6 +115,8 @@ class Ticket(Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))  # closed → new
     # Merged into another ticket: mail that threads here goes there.
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    # The support address it was opened at: its queue, and the From of its mail.
+    queue_address: Mapped[str | None] = mapped_column(String(320))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     first_response_at: Mapped[datetime | None]

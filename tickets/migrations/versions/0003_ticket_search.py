@@ -1,4 +1,5 @@
-"""full-text search over tickets (FTS5 on SQLite, tsvector on PostgreSQL); merged tickets
+"""full-text search over tickets (FTS5 on SQLite, tsvector on PostgreSQL); merged
+tickets; the queue (support address) of a ticket
 
 Revision ID: 0003
 Revises: 0001
@@ -19,6 +20,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("tickets") as batch:
         batch.add_column(sa.Column("merged_into_id", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("queue_address", sa.String(length=320), nullable=True))
         batch.create_foreign_key(
             "fk_tickets_merged_into", "tickets", ["merged_into_id"], ["id"]
         )
@@ -52,3 +54,4 @@ def downgrade() -> None:
     with op.batch_alter_table("tickets") as batch:
         batch.drop_constraint("fk_tickets_merged_into", type_="foreignkey")
         batch.drop_column("merged_into_id")
+        batch.drop_column("queue_address")
