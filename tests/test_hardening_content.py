@@ -12,10 +12,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import generate_latest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from daemon.intake.ingest_worker import IngestWorker
@@ -216,6 +217,61 @@ def test_full_attachment_disk_retries_and_nothing_stays_failed(
         assert count(app, Ticket) == 4
     finally:
         app.engine.dispose()
+
+
+def test_a_database_connection_killed_mid_mail_retries_later(tmp_path: Path, pg_url: str) -> None:
+    """PostgreSQL ends the worker's session while it inserts a mail (what a restart or a
+    failover does): the mail goes back to the queue, its attempts untouched."""
+    app = make_app(tmp_path, pg_url, ingest={"retry_base_seconds": 0.2, "retry_max_seconds": 0.5})
+    admin = create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    killed: list[int] = []
+
+    @event.listens_for(app.engine, "before_cursor_execute")
+    def kill_once(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO articles") and not killed:
+            pid = conn.connection.dbapi_connection.info.backend_pid
+            killed.append(pid)
+            with admin.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    try:
+        ids = [accept(app.sessions, mail(ANA, f"Consulta {n}", "hola"), "smtp") for n in range(3)]
+        worker = app.ingest_worker()
+        worker.drain()
+        assert killed
+        first = state_of(app, ids[0])
+        assert (first.state, first.attempts, first.retries) == ("pending", 0, 1), first.reason
+        assert [state_of(app, i).state for i in ids[1:]] == ["processed", "processed"]
+        time.sleep(0.3)
+        worker.drain()
+        assert [state_of(app, i).state for i in ids] == ["processed"] * 3
+    finally:
+        app.engine.dispose()
+        admin.dispose()
+
+
+def test_an_outage_mid_batch_gives_the_rest_back_at_the_next_pass(app: App) -> None:
+    ids = [accept(app.sessions, mail(ANA, f"Consulta {n}", "hola"), "smtp") for n in range(3)]
+    away = create_engine(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x")
+    outage: list[OperationalError] = []
+    try:
+        away.connect()
+    except OperationalError as exc:  # a real "connection refused"
+        outage.append(exc)
+
+    def ingest_during_outage(raw_id: int) -> Outcome:
+        if raw_id == ids[1] and len(outage) == 1:
+            outage.append(outage[0])
+            raise outage[0]
+        return app.desk.ingest(raw_id)
+
+    worker = IngestWorker(app.sessions, ingest_during_outage, instance="w1")
+    with pytest.raises(OperationalError):
+        worker.run_once()
+    assert [state_of(app, i).state for i in ids] == ["processed", "processing", "processing"]
+    assert worker.drain() == 2  # released at once, not after stale_claim_seconds
+    assert [state_of(app, i).state for i in ids] == ["processed"] * 3
+    away.dispose()
 
 
 def test_errors_are_classified_by_what_raised_them(tmp_path: Path, pg_url: str) -> None:
