@@ -40,7 +40,7 @@ from tests.helpers import (
 )
 from tests.mailbuilder import mail, message_id
 from tickets import actions
-from tickets.inbox import accept, claim_pending, reset_for_reprocess
+from tickets.inbox import accept, claim_pending
 from tickets.ingest import Outcome, is_transient
 from tickets.models import Article, Participant, RawMessage, Ticket
 
@@ -139,18 +139,14 @@ def test_an_unexpected_error_fails_that_mail_and_the_worker_goes_on(app: App) ->
 
     def ingest_or_explode(raw_id: int) -> Outcome:
         if raw_id == ids[1]:
-            raise RuntimeError(f"boom with {SECRET_BODY}\nsecond line")
+            raise RuntimeError("boom\nsecond line, where a driver puts the parameters")
         return app.desk.ingest(raw_id)
 
     worker = IngestWorker(app.sessions, ingest_or_explode, instance="w1")
-    worker.max_attempts = 2
-    assert worker.drain() == 3
+    assert worker.drain() == 3  # no exception: the worker goes on
     assert [state_of(app, i).state for i in ids] == ["processed", "failed", "processed"]
-    assert state_of(app, ids[1]).reason == f"RuntimeError: boom with {SECRET_BODY}"[:500]
-    reset_for_reprocess(app.sessions, [ids[1]])
-    worker.drain()
-    worker.drain()
-    assert state_of(app, ids[1]).state in ("failed", "quarantined")
+    failed = state_of(app, ids[1])
+    assert (failed.reason, failed.attempts) == ("RuntimeError: boom", 1)
 
 
 # --- Serious #4: a transient error retries with backoff, never ends `failed` --------------

@@ -567,8 +567,8 @@ def _apply_bounce(
         ticket = _ticket_by_message_id(session, policy, msg.dsn_original_message_id)
     permanent = [f for f in msg.delivery_failures if f.permanent]
     for failure in permanent:
-        if len(failure.recipient) > MAX_ADDRESS:
-            continue  # no mailbox of ours has such an address: nothing to mark
+        if not _usable(Address(failure.recipient)):
+            continue  # not an address we ever store or mail: nothing to mark
         mark_bouncing(session, failure.recipient, f"{failure.status} {failure.diagnostic}".strip())
     if ticket is not None:
         record(
