@@ -58,6 +58,12 @@ class IngestConfig(_Section):
     poll_interval: float = Field(2.0, gt=0)  # seconds between scans for pending rows
     stale_claim_seconds: int = Field(300, ge=10)  # a claim older than this was a crash
     max_message_size: int = Field(50 * 1024 * 1024, ge=1024)
+    # Watchers one mail may add; the other copied addresses are recorded, not added.
+    max_new_watchers: int = Field(10, ge=0, le=10_000)
+    # A transient failure (disk full, database away) retries after this delay, doubling
+    # up to retry_max_seconds; it never uses up max_attempts.
+    retry_base_seconds: float = Field(10.0, gt=0)
+    retry_max_seconds: float = Field(900.0, gt=0)
 
 
 class SmtpConfig(_Section):
@@ -180,6 +186,10 @@ class OutboundConfig(_Section):
     budget_per_recipient: int = Field(20, ge=1)  # automatic mails per recipient per window
     budget_per_ticket: int = Field(30, ge=1)
     budget_window_seconds: int = Field(3600, ge=60)
+    # An address that never wrote to us gets automatic mail about at most this many
+    # tickets per stranger_window_seconds (backscatter of forged CCs).
+    stranger_tickets_per_window: int = Field(3, ge=0)
+    stranger_window_seconds: int = Field(86400, ge=60)
     retry_max_seconds: float = Field(6 * 3600, gt=0)  # the backoff doubles up to this
     ca_file: Path | None = None  # trust for a relay with a private certificate
     templates_dir: Path | None = None  # <dir>/<es|en>/<name> overrides the built-in templates
@@ -403,6 +413,8 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(None, min_length=16)
     subject_tag: str = "[#{number}]"
     tag_requires_participant: bool = True
+    # A known Message-ID that is not ours threads only a participant's or agent's mail.
+    message_id_requires_participant: bool = True
     honour_reply_to: bool = False
     default_language: Literal["es", "en"] = "es"
     instance_name: str | None = None  # distinguishes instances sharing one database

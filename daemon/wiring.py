@@ -80,7 +80,11 @@ class App:
                 secret=self.secret,
                 subject_tag=s.subject_tag,
                 budget=Budget(
-                    out.budget_per_recipient, out.budget_per_ticket, out.budget_window_seconds
+                    out.budget_per_recipient,
+                    out.budget_per_ticket,
+                    out.budget_window_seconds,
+                    stranger_tickets=out.stranger_tickets_per_window,
+                    stranger_window_seconds=out.stranger_window_seconds,
                 ),
                 is_own=s.is_own_address,
                 is_agent=lambda email: email.lower() in s.agents,
@@ -189,9 +193,13 @@ class App:
             agents=frozenset(s.agents),
             subject_tag=s.subject_tag,
             tag_requires_participant=s.tag_requires_participant,
+            message_id_requires_participant=s.message_id_requires_participant,
+            max_new_watchers=s.ingest.max_new_watchers,
             honour_reply_to=s.honour_reply_to,
             default_language=s.default_language,
             max_attempts=s.ingest.max_attempts,
+            retry_base_seconds=s.ingest.retry_base_seconds,
+            retry_max_seconds=s.ingest.retry_max_seconds,
             instance=self.instance,
         )
 
@@ -264,7 +272,7 @@ class App:
     def ingest_worker(self) -> IngestWorker:
         cfg = self.settings.ingest
         processed = self.health.metrics.processed
-        return IngestWorker(
+        worker = IngestWorker(
             self.sessions,
             self.desk.ingest,
             instance=self.instance,
@@ -274,6 +282,8 @@ class App:
             shutdown_grace=self.settings.smtp.shutdown_grace,
             on_outcome=lambda state: processed.labels(state).inc(),
         )
+        worker.max_attempts = cfg.max_attempts  # for a failure that escaped the desk
+        return worker
 
     def smtp_listener(
         self,

@@ -5,6 +5,10 @@ addresses and aliases, agents, no-reply/mailer-daemon/postmaster style addresses
 addresses known to bounce, the person whose own action caused the mail, and, for
 automatic mail, anyone over the send budget (per recipient and per ticket, counted
 from `outbox_recipients` in a sliding window, across every kind of automatic mail).
+An address that never wrote to us (a stranger: no inbound article from it, e.g. CC'd on
+a forged mail) gets automatic mail about at most `stranger_tickets` tickets per
+`stranger_window_seconds`: backscatter is bounded, while a colleague CC'd on one
+ticket keeps getting every update of it.
 Every refusal is returned so that the caller records it in the ticket's history.
 """
 
@@ -18,7 +22,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tickets.models import MailAddress, OutboxRecipient, ParticipantRole, Ticket
+from tickets.models import (
+    Article,
+    ArticleKind,
+    MailAddress,
+    OutboxRecipient,
+    ParticipantRole,
+    Ticket,
+)
 
 # Local parts that never read mail (RFC 2142 roles, bulk senders' no-reply boxes).
 _NOBODY = re.compile(
@@ -35,6 +46,8 @@ class Budget:
     per_recipient: int
     per_ticket: int
     window_seconds: int
+    stranger_tickets: int = 3
+    stranger_window_seconds: int = 86400
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,8 @@ class Recipient:
 @dataclass(frozen=True)
 class Refusal:
     email: str
-    reason: str  # own_address / agent / no_reply / bouncing / actor / budget_* / unsafe
+    reason: str  # own_address / agent / no_reply / bouncing / actor / budget_* / unsafe /
+    # stranger (and, recorded by ingest, watcher_cap / invalid_address)
 
 
 @dataclass
@@ -72,13 +86,13 @@ def select_recipients(
     bouncing = _bouncing(session, [c.email for c in candidates])
     excluded = {e.lower() for e in exclude}
     ticket_used = _ticket_used(session, ticket.id, budget, now)
+    wrote = _wrote_to_us(session, [c.email for c in candidates]) if budget else set()
     for candidate in candidates:
         reason = _static_reason(candidate.email, is_own, is_agent, bouncing, excluded)
         if reason is None and budget is not None:
-            if ticket_used >= budget.per_ticket:
-                reason = "budget_ticket"
-            elif _recipient_used(session, candidate.email, budget, now) >= budget.per_recipient:
-                reason = "budget_recipient"
+            reason = _budget_reason(session, candidate.email, ticket_used, budget, now)
+            if reason is None and candidate.email not in wrote:
+                reason = _stranger_reason(session, candidate.email, ticket.id, budget, now)
         if reason is None:
             selection.allowed.append(candidate)
             ticket_used += 1
@@ -125,6 +139,47 @@ def _static_reason(
     if email in excluded:
         return "actor"
     return None
+
+
+def _budget_reason(
+    session: Session, email: str, ticket_used: int, budget: Budget, now: datetime
+) -> str | None:
+    if ticket_used >= budget.per_ticket:
+        return "budget_ticket"
+    if _recipient_used(session, email, budget, now) >= budget.per_recipient:
+        return "budget_recipient"
+    return None
+
+
+def _wrote_to_us(session: Session, emails: list[str]) -> set[str]:
+    """The addresses with at least one inbound article: people, not names on a CC line."""
+    if not emails:
+        return set()
+    return set(
+        session.scalars(
+            select(Article.from_addr)
+            .where(Article.from_addr.in_(emails), Article.kind == ArticleKind.INBOUND)
+            .distinct()
+        )
+    )
+
+
+def _stranger_reason(
+    session: Session, email: str, ticket_id: int, budget: Budget, now: datetime
+) -> str | None:
+    """A stranger hears about this ticket if it already did in the window, or if it heard
+    about fewer than `stranger_tickets` tickets in it."""
+    since = now - timedelta(seconds=budget.stranger_window_seconds)
+    tickets = set(
+        session.scalars(
+            select(OutboxRecipient.ticket_id)
+            .where(OutboxRecipient.email == email, OutboxRecipient.created_at > since)
+            .distinct()
+        )
+    )
+    if ticket_id in tickets or len(tickets) < budget.stranger_tickets:
+        return None
+    return "stranger"
 
 
 def _bouncing(session: Session, emails: list[str]) -> set[str]:

@@ -3,13 +3,16 @@ and what the ingest worker claims.
 
 A row's state is its place in the queue: `pending → processing (claimed_by, claimed_at)
 → processed | ignored | failed → quarantined`. Rows claimed by a worker that died go
-back to `pending`, by age or at once when the claimer is known to be gone.
+back to `pending`, by age or at once when the claimer is known to be gone. A transient
+failure (disk full, database away) puts the row back to `pending` with a `retry_at`
+(`defer`): only the content's own failures (`fail`) count towards quarantine.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -61,13 +64,14 @@ def claim_pending(sf: SessionFactory, instance: str, limit: int, stale_seconds: 
     """Claim up to `limit` pending rows (or rows whose claimer died) for this worker."""
     now = utcnow()
     stale = now - timedelta(seconds=stale_seconds)
+    due = or_(RawMessage.retry_at.is_(None), RawMessage.retry_at <= now)
     with sf.begin() as session:
         ids = list(
             session.scalars(
                 select(RawMessage.id)
                 .where(
                     or_(
-                        RawMessage.state == RawState.PENDING,
+                        (RawMessage.state == RawState.PENDING) & due,
                         (RawMessage.state == RawState.PROCESSING) & (RawMessage.claimed_at < stale),
                     )
                 )
@@ -105,12 +109,82 @@ def release_claims(sf: SessionFactory, holders: Iterable[str]) -> int:
         return _rowcount(result)
 
 
+def release(sf: SessionFactory, raw_ids: Iterable[int], holder: str) -> int:
+    """Give back rows this holder claimed but did not finish (a pass cut by an outage)."""
+    with sf.begin() as session:
+        result = session.execute(
+            update(RawMessage)
+            .where(
+                RawMessage.id.in_(list(raw_ids)),
+                RawMessage.state == RawState.PROCESSING,
+                RawMessage.claimed_by == holder,
+            )
+            .values(state=RawState.PENDING, claimed_at=None, claimed_by=None)
+        )
+        return _rowcount(result)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before a transiently failed message is tried again: doubles, up to `cap`."""
+
+    base: float
+    cap: float
+
+    def delay(self, retries: int) -> float:
+        return float(min(self.cap, self.base * 2 ** min(retries, 30)))
+
+
+def defer(sf: SessionFactory, raw_id: int, error: str, backoff: Backoff) -> tuple[str, float]:
+    """A transient failure: back to `pending`, claimable again after the backoff; the
+    content's attempts are not used up. Returns the state and the delay in seconds."""
+    with sf.begin() as session:
+        row = session.get(RawMessage, raw_id, with_for_update=True)
+        if row is None:
+            raise LookupError(f"no raw message {raw_id}")
+        if row.state in FINAL:
+            return row.state, 0.0  # another worker finished it meanwhile
+        delay = backoff.delay(row.retries)
+        row.retries += 1
+        row.retry_at = utcnow() + timedelta(seconds=delay)
+        row.state, row.claimed_at, row.claimed_by = RawState.PENDING, None, None
+        row.reason = f"retrying in {delay:g}s: {error}"[:1000]
+        return row.state, delay
+
+
+def fail(sf: SessionFactory, raw_id: int, error: str, max_attempts: int) -> str:
+    """A failure of the content itself: `failed`, then `quarantined` after `max_attempts`.
+    The raw bytes stay, for `inbound reprocess`."""
+    with sf.begin() as session:
+        row = session.get(RawMessage, raw_id, with_for_update=True)
+        if row is None:
+            raise LookupError(f"no raw message {raw_id}")
+        if row.state in FINAL:
+            return row.state
+        row.attempts += 1
+        row.state = RawState.QUARANTINED if row.attempts >= max_attempts else RawState.FAILED
+        row.reason = error[:1000]
+        row.processed_at = utcnow()
+        row.claimed_at = row.claimed_by = None
+        return row.state
+
+
+FINAL = frozenset({RawState.PROCESSED, RawState.IGNORED})
+
+
 def reset_for_reprocess(sf: SessionFactory, raw_ids: Iterable[int]) -> int:
     with sf.begin() as session:
         result = session.execute(
             update(RawMessage)
             .where(RawMessage.id.in_(list(raw_ids)))
-            .values(state=RawState.PENDING, attempts=0, reason=None, claimed_at=None)
+            .values(
+                state=RawState.PENDING,
+                attempts=0,
+                retries=0,
+                retry_at=None,
+                reason=None,
+                claimed_at=None,
+            )
         )
         return _rowcount(result)
 

@@ -6,13 +6,22 @@ queue of stored messages it reads from is `tickets.inbox`.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from parsers import Address, ParsedMessage, parse
@@ -30,7 +39,7 @@ from tickets.addresses import mark_bouncing
 from tickets.blobstore import BlobStore
 from tickets.changes import Change, CustomerReplied, TicketCreated
 from tickets.errors import TicketError, describe
-from tickets.inbox import SessionFactory
+from tickets.inbox import Backoff, SessionFactory, defer, fail
 from tickets.lifecycle import Status, change_status, record
 from tickets.models import (
     Article,
@@ -52,6 +61,12 @@ AfterApply = Callable[[Session, list[Change]], None]
 
 NO_SUBJECT = "(sin asunto)"
 
+# A Message-ID is stored (and looked up) in at most this many UTF-8 bytes: PostgreSQL's
+# btree refuses index rows over ~2.7 KB, and the dedupe key adds the content digest.
+MAX_ID_BYTES = 998
+MAX_ADDRESS = 320  # the address columns; a longer "address" is no mailbox
+MAX_RECORDED_REFUSALS = 200  # watchers left out of one mail, recorded one by one
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -69,20 +84,67 @@ class Outcome:
 def process(
     sf: SessionFactory, policy: MailPolicy, raw_id: int, after_apply: AfterApply | None = None
 ) -> Outcome:
-    """Parse and apply one stored message. Never raises for bad content: the row records it."""
+    """Parse and apply one stored message. Never raises for the message's own failures:
+    the row records them (`failed`, then `quarantined`). A transient failure (disk full,
+    database away) puts it back in the queue with a backoff; only when even that cannot
+    be written (the database is gone) does the error reach the caller, the row unharmed."""
     for attempt in range(2):
         try:
             return _process_once(sf, policy, raw_id, after_apply)
-        except IntegrityError:
+        except IntegrityError as exc:
             # Another worker committed the same message a moment ago: the second pass
-            # finds it as a duplicate.
+            # finds it as a duplicate. A second refusal is this mail's own.
             if attempt == 1:
-                raise
-        except OperationalError:
-            raise  # the database is away: leave the row claimed, a later run retries
-        except Exception as exc:
+                return _record_failure(sf, policy, raw_id, exc)
+        except Exception as exc:  # noqa: BLE001 - every failure ends in the row's state
+            if is_transient(exc):
+                return _retry_later(sf, policy, raw_id, exc)
             return _record_failure(sf, policy, raw_id, exc)
     raise AssertionError("unreachable")
+
+
+# --- what kind of failure -----------------------------------------------------------------
+
+# The disk or the machine, not the mail: full, read-only, I/O, out of handles.
+_TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EAGAIN, errno.ENOMEM, errno.EMFILE,
+        errno.ENFILE, errno.EROFS, errno.EACCES, errno.EPERM, errno.ETIMEDOUT, errno.EBUSY,
+        errno.ESTALE, errno.EINTR,
+    }
+)  # fmt: skip
+# SQLSTATE classes of the server's state, not of the statement's values: connection (08),
+# rollback (40: deadlock, serialization), resources (53: disk full), operator (57:
+# shutdown, statement timeout), system (58: I/O); and 55P03, lock not available.
+_TRANSIENT_SQLSTATES = ("08", "40", "53", "57", "58", "55P03")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when trying again later may succeed with the same bytes.
+
+    Database errors are told apart by what the server said about the statement (its
+    SQLSTATE), not by the driver's class alone: PostgreSQL reports "index row too big"
+    as an OperationalError, yet it is this mail's content that it refuses.
+    """
+    if isinstance(exc, DisconnectionError | PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError):
+        return _db_transient(exc)
+    if isinstance(exc, OSError):
+        return exc.errno in _TRANSIENT_ERRNOS
+    return False
+
+
+def _db_transient(exc: DBAPIError) -> bool:
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate:
+        return str(sqlstate).startswith(_TRANSIENT_SQLSTATES)
+    # No SQLSTATE: SQLite (busy, locked, disk full or I/O are all OperationalError; what it
+    # refuses in a value is a DataError or IntegrityError) or a connection never opened.
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 def _process_once(
@@ -95,7 +157,7 @@ def _process_once(
         if row.state in (RawState.PROCESSED, RawState.IGNORED):
             return Outcome(raw_id, row.state, row.ticket_id, row.article_id, row.reason)
         parsed = parse(row.raw)
-        row.message_id = (parsed.message_id or "")[:998] or None
+        row.message_id = bounded_id(parsed.message_id)
         outcome = _apply(session, policy, row, parsed)
         row.state, row.reason = outcome.state, outcome.reason
         row.ticket_id, row.article_id = outcome.ticket_id, outcome.article_id
@@ -114,24 +176,51 @@ def _process_once(
 
 
 def _record_failure(sf: SessionFactory, policy: MailPolicy, raw_id: int, exc: Exception) -> Outcome:
-    error = describe(exc, 500)
+    error = describe(exc, 500)  # never the SQL parameters: they carry the mail
     log.warning("process failed raw=%s error=%s", raw_id, error)
-    with sf.begin() as session:
-        row = session.get(RawMessage, raw_id)
-        if row is None:
-            raise TicketError(f"no raw message {raw_id}") from exc
-        row.attempts += 1
-        row.state = RawState.QUARANTINED if row.attempts >= policy.max_attempts else RawState.FAILED
-        row.reason = error
-        row.processed_at = utcnow()
-        return Outcome(raw_id, row.state, reason=error)
+    state = fail(sf, raw_id, error, policy.max_attempts)
+    return Outcome(raw_id, state, reason=error)
+
+
+def _retry_later(sf: SessionFactory, policy: MailPolicy, raw_id: int, exc: Exception) -> Outcome:
+    error = describe(exc, 500)
+    backoff = Backoff(policy.retry_base_seconds, policy.retry_max_seconds)
+    state, delay = defer(sf, raw_id, error, backoff)
+    log.warning("process deferred raw=%s retry_in=%gs error=%s", raw_id, delay, error)
+    return Outcome(raw_id, state, reason=f"retrying in {delay:g}s: {error}")
 
 
 # --- apply: decide what the message means -------------------------------------------------
 
 
+def bounded_id(message_id: str | None) -> str | None:
+    """A Message-ID as stored and as looked up: the same bounded value both times, so a
+    second copy of a mail with an over-long id is found. Longer than MAX_ID_BYTES, it is
+    replaced by its digest (no real mail has such an id; hostile ones must not collide
+    by a shared prefix)."""
+    if not message_id:
+        return None
+    clean = message_id.replace("\x00", "")
+    encoded = clean.encode("utf-8", "surrogatepass")
+    if len(encoded) <= MAX_ID_BYTES:
+        return clean
+    # Still a well-formed msg-id (it may appear in our References), never one of ours.
+    return f"sha256.{hashlib.sha256(encoded).hexdigest()}@buzon.invalid"
+
+
+def _dedupe_key(msg: ParsedMessage) -> str:
+    """One article per message: the bounded Message-ID and the content digest."""
+    return f"{bounded_id(msg.message_id) or ''}|{msg.content_digest}"
+
+
+def _usable(address: Address) -> bool:
+    """An address we can store and answer: bounded, no NUL, with a domain."""
+    email = address.email
+    return 3 <= len(email) <= MAX_ADDRESS and "@" in email and "\x00" not in email
+
+
 def _apply(session: Session, policy: MailPolicy, row: RawMessage, msg: ParsedMessage) -> Outcome:
-    dedupe_key = f"{msg.message_id or ''}|{msg.content_digest}"
+    dedupe_key = _dedupe_key(msg)
     duplicate = session.scalar(select(Article).where(Article.dedupe_key == dedupe_key))
     if duplicate is not None:
         return Outcome(
@@ -171,12 +260,14 @@ def _apply(session: Session, policy: MailPolicy, row: RawMessage, msg: ParsedMes
 
 
 def _sender(policy: MailPolicy, row: RawMessage, msg: ParsedMessage) -> Address | None:
-    if policy.honour_reply_to and msg.reply_to:
-        return msg.reply_to[0]
+    """Whom to answer: Reply-To when honoured, From, the envelope; the first usable one."""
+    candidates = list(msg.reply_to[:1]) if policy.honour_reply_to else []
     if msg.from_addr is not None:
-        return msg.from_addr
+        candidates.append(msg.from_addr)
     mail_from = str(row.envelope.get("mail_from") or "").strip().lower()
-    return Address(mail_from) if "@" in mail_from else None
+    if "@" in mail_from:
+        candidates.append(Address(mail_from))
+    return next((a for a in candidates if _usable(a)), None)
 
 
 def _find_ticket(
@@ -186,41 +277,84 @@ def _find_ticket(
     sender: Address | None,
     envelope: dict[str, Any],
 ) -> Ticket | None:
-    """Conservative threading: our Message-IDs, known Message-IDs, a signed plus-address,
-    then the subject tag (only from someone who belongs on the ticket)."""
+    """Conservative threading: our Message-IDs, known Message-IDs (only from someone who
+    belongs on the ticket), a signed plus-address, then the subject tag (likewise)."""
+    return (
+        _by_references(session, policy, msg, sender)
+        or _by_plus_address(session, policy, msg, envelope)
+        or _by_subject(session, policy, msg, sender)
+    )
+
+
+def _by_references(
+    session: Session, policy: MailPolicy, msg: ParsedMessage, sender: Address | None
+) -> Ticket | None:
     for mid in (*msg.in_reply_to, *reversed(msg.references)):
-        ticket = _ticket_by_message_id(session, policy, mid)
-        if ticket is not None:
+        ticket, ours = _ticket_by_reference(session, policy, mid)
+        if ticket is None:
+            continue
+        strict = policy.message_id_requires_participant
+        if ours or _may_join(session, policy, ticket, sender, strict):
             return ticket
+        log.info("known Message-ID of ticket=%s ignored: sender is not a participant", ticket.id)
+    return None
+
+
+def _by_plus_address(
+    session: Session, policy: MailPolicy, msg: ParsedMessage, envelope: dict[str, Any]
+) -> Ticket | None:
     rcpts = [a.email for a in (*msg.to, *msg.cc)]
     rcpts += [*msg.delivered_to, *(envelope.get("rcpt_tos") or [])]
     for address in rcpts:
         number = ticket_from_address(policy.secret, address) if policy.is_own(address) else None
         if number is not None and (ticket := session.get(Ticket, number)) is not None:
             return ticket
+    return None
+
+
+def _by_subject(
+    session: Session, policy: MailPolicy, msg: ParsedMessage, sender: Address | None
+) -> Ticket | None:
     number = ticket_from_subject(policy.subject_tag, msg.subject)
     ticket = session.get(Ticket, number) if number is not None else None
-    if ticket is None or sender is None:
+    if ticket is None:
         return None
-    if not policy.tag_requires_participant or _belongs(session, policy, ticket, sender.email):
+    if _may_join(session, policy, ticket, sender, policy.tag_requires_participant):
         return ticket
     log.info("subject tag of ticket=%s ignored: sender is not a participant", ticket.id)
     return None
 
 
+def _may_join(
+    session: Session, policy: MailPolicy, ticket: Ticket, sender: Address | None, strict: bool
+) -> bool:
+    if sender is None:
+        return False
+    return not strict or _belongs(session, policy, ticket, sender.email)
+
+
 def _ticket_by_message_id(session: Session, policy: MailPolicy, mid: str) -> Ticket | None:
+    return _ticket_by_reference(session, policy, mid)[0]
+
+
+def _ticket_by_reference(
+    session: Session, policy: MailPolicy, mid: str
+) -> tuple[Ticket | None, bool]:
+    """The ticket a Message-ID names, and whether the id is ours (signed by us, or of a
+    mail we sent) rather than a customer's, which anyone CC'd may have seen."""
     if looks_like_ours(mid):
         number = ticket_from_message_id(policy.secret, mid)
-        return session.get(Ticket, number) if number is not None else None  # forged: ignore
+        return (session.get(Ticket, number) if number is not None else None), True  # forged: none
+    key = bounded_id(mid)
     article = session.scalar(
-        select(Article).where(Article.message_id == mid).order_by(Article.id).limit(1)
+        select(Article).where(Article.message_id == key).order_by(Article.id).limit(1)
     )
     if article is not None:
-        return article.ticket
-    outbound = session.scalar(select(OutboxMessage).where(OutboxMessage.message_id == mid))
+        return article.ticket, article.kind == ArticleKind.OUTBOUND
+    outbound = session.scalar(select(OutboxMessage).where(OutboxMessage.message_id == key))
     if outbound is not None and outbound.ticket_id is not None:
-        return session.get(Ticket, outbound.ticket_id)
-    return None
+        return session.get(Ticket, outbound.ticket_id), True
+    return None, False
 
 
 def _belongs(session: Session, policy: MailPolicy, ticket: Ticket, email: str) -> bool:
@@ -257,8 +391,7 @@ def _open_ticket(
     session.add(ticket)
     session.flush()
     _add_participant(session, ticket, sender, ParticipantRole.REQUESTER, policy)
-    for address in _copied(policy, msg, sender):
-        _add_participant(session, ticket, address, _role_for(policy, address), policy)
+    _add_copied(session, policy, ticket, msg, sender, known={sender.email})
     article = _add_article(session, policy, row, msg, ticket, sender, dedupe_key)
     record(session, ticket, "created", sender.email, source=row.source, raw_id=row.id)
     if parent is not None:
@@ -291,10 +424,10 @@ def _apply_reply(
     dedupe_key: str,
 ) -> Outcome:
     known = {p.email for p in ticket.participants}
-    for address in (sender, *_copied(policy, msg, sender)):
-        if address.email not in known:
-            _add_participant(session, ticket, address, _role_for(policy, address), policy)
-            known.add(address.email)
+    if sender.email not in known:  # whoever writes to the ticket joins it
+        _add_participant(session, ticket, sender, _role_for(policy, sender), policy)
+        known.add(sender.email)
+    _add_copied(session, policy, ticket, msg, sender, known)
     article = _add_article(session, policy, row, msg, ticket, sender, dedupe_key)
     record(session, ticket, "article", sender.email, field="article", new=article.id)
     changes: list[Change] = [CustomerReplied(ticket.id, article.id)]
@@ -318,6 +451,50 @@ def _copied(policy: MailPolicy, msg: ParsedMessage, sender: Address) -> list[Add
         seen.add(address.email)
         result.append(address)
     return result
+
+
+def _add_copied(
+    session: Session,
+    policy: MailPolicy,
+    ticket: Ticket,
+    msg: ParsedMessage,
+    sender: Address,
+    known: set[str],
+) -> None:
+    """The new people on To and Cc join the ticket: agents always, watchers up to
+    `max_new_watchers` per mail. The others (and addresses we cannot store or answer)
+    are recorded in the history as `notify_refused`, so /metrics counts them, and never
+    become recipients: a forged mail CC'ing a hundred strangers reaches a few at most."""
+    added = 0
+    left_out: list[tuple[Address, str]] = []
+    for address in _copied(policy, msg, sender):
+        if address.email in known:
+            continue
+        role = _role_for(policy, address)
+        if not _usable(address):
+            left_out.append((address, "invalid_address"))
+        elif role is ParticipantRole.WATCHER and added >= policy.max_new_watchers:
+            left_out.append((address, "watcher_cap"))
+        else:
+            _add_participant(session, ticket, address, role, policy)
+            known.add(address.email)
+            added += role is ParticipantRole.WATCHER
+    _record_left_out(session, ticket, sender, left_out)
+
+
+def _record_left_out(
+    session: Session, ticket: Ticket, sender: Address, left_out: list[tuple[Address, str]]
+) -> None:
+    for address, reason in left_out[:MAX_RECORDED_REFUSALS]:
+        record(session, ticket, "notify_refused", sender.email, field="watcher",
+               new=address.email[:MAX_ADDRESS], recipient=address.email[:MAX_ADDRESS],
+               reason=reason)  # fmt: skip
+    if len(left_out) > MAX_RECORDED_REFUSALS:  # bounded history: the rest as a count
+        more = len(left_out) - MAX_RECORDED_REFUSALS
+        record(session, ticket, "watchers_not_added", sender.email, field="watcher", new=more)
+    if left_out:
+        log.info("ticket=%s: %d copied address(es) not added as watchers", ticket.id,
+                 len(left_out))  # fmt: skip
 
 
 def _role_for(policy: MailPolicy, address: Address) -> ParticipantRole:
@@ -348,9 +525,9 @@ def _add_article(
     article = Article(
         ticket=ticket,
         kind=ArticleKind.INBOUND,
-        message_id=(msg.message_id or "")[:998] or None,
+        message_id=bounded_id(msg.message_id),
         content_digest=msg.content_digest,
-        dedupe_key=dedupe_key[:1100],
+        dedupe_key=dedupe_key,
         raw_message_id=row.id,
         from_addr=sender.email,
         from_name=sender.name,
@@ -390,6 +567,8 @@ def _apply_bounce(
         ticket = _ticket_by_message_id(session, policy, msg.dsn_original_message_id)
     permanent = [f for f in msg.delivery_failures if f.permanent]
     for failure in permanent:
+        if not _usable(Address(failure.recipient)):
+            continue  # not an address we ever store or mail: nothing to mark
         mark_bouncing(session, failure.recipient, f"{failure.status} {failure.diagnostic}".strip())
     if ticket is not None:
         record(

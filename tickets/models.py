@@ -44,6 +44,33 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+def _without_nul(value: str | None) -> str | None:
+    return None if value is None else value.replace("\x00", "")
+
+
+class CleanText(TypeDecorator[str]):
+    """Text from a mail, stored without NUL: SQLite keeps a NUL, PostgreSQL refuses the
+    whole statement (and with it the mail). Comparisons go through it too, so a lookup
+    sees the value as it was stored."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return _without_nul(value)
+
+
+class CleanString(TypeDecorator[str]):
+    """A bounded String column with the same NUL rule (lengths are bounded by the code
+    that knows what a cut means: a hash for keys, a refusal for addresses)."""
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return _without_nul(value)
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -81,9 +108,13 @@ class RawMessage(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     size: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), default=RawState.PENDING)
-    reason: Mapped[str | None] = mapped_column(Text)  # why ignored / last error
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    message_id: Mapped[str | None] = mapped_column(String(998))
+    reason: Mapped[str | None] = mapped_column(CleanText)  # why ignored / last error
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # content failures
+    # Transient failures (disk full, database away) do not use up `attempts`: the row goes
+    # back to pending, claimable again from `retry_at`, after `retries` doublings.
+    retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    retry_at: Mapped[datetime | None]
+    message_id: Mapped[str | None] = mapped_column(CleanString(998))
     # Plain columns, not foreign keys: the intake queue never depends on the domain.
     ticket_id: Mapped[int | None] = mapped_column(Integer)
     article_id: Mapped[int | None] = mapped_column(Integer)
@@ -101,14 +132,14 @@ class Ticket(Base):
     __tablename__ = "tickets"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    subject: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(CleanText, default="")
     status: Mapped[str] = mapped_column(String(32), default="new", index=True)
     level: Mapped[int] = mapped_column(Integer, default=1)
     priority: Mapped[str] = mapped_column(String(8), default="P3")
     impact: Mapped[str | None] = mapped_column(String(16))
     urgency: Mapped[str | None] = mapped_column(String(16))
     category: Mapped[str] = mapped_column(String(64), default="general")
-    requester: Mapped[str] = mapped_column(String(320), index=True)
+    requester: Mapped[str] = mapped_column(CleanString(320), index=True)
     assignee: Mapped[str | None] = mapped_column(String(320))
     team: Mapped[str | None] = mapped_column(String(120))
     language: Mapped[str] = mapped_column(String(8), default="es")
@@ -131,7 +162,7 @@ class Ticket(Base):
     sla_paused_at: Mapped[datetime | None]
     sla_paused_seconds: Mapped[int] = mapped_column(Integer, default=0)
     survey_rating: Mapped[int | None] = mapped_column(Integer)
-    survey_comment: Mapped[str | None] = mapped_column(Text)
+    survey_comment: Mapped[str | None] = mapped_column(CleanText)
 
     articles: Mapped[list[Article]] = relationship(
         back_populates="ticket", order_by="Article.id", cascade="all, delete-orphan"
@@ -152,19 +183,20 @@ class Article(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     kind: Mapped[str] = mapped_column(String(16))
-    message_id: Mapped[str | None] = mapped_column(String(998))
+    message_id: Mapped[str | None] = mapped_column(CleanString(998))
     content_digest: Mapped[str | None] = mapped_column(String(64))
     # "<Message-ID or ''>|<content digest>" for inbound mail: one article per message.
-    dedupe_key: Mapped[str | None] = mapped_column(String(1100), unique=True)
+    # Over-long Message-IDs are hashed (tickets.ingest.bounded_id): at most 1100 bytes.
+    dedupe_key: Mapped[str | None] = mapped_column(CleanString(1100), unique=True)
     raw_message_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"))
-    from_addr: Mapped[str | None] = mapped_column(String(320))
-    from_name: Mapped[str | None] = mapped_column(Text)
+    from_addr: Mapped[str | None] = mapped_column(CleanString(320))
+    from_name: Mapped[str | None] = mapped_column(CleanText)
     to_addrs: Mapped[list[Any]] = mapped_column(default=list)
     cc_addrs: Mapped[list[Any]] = mapped_column(default=list)
-    subject: Mapped[str] = mapped_column(Text, default="")
-    text: Mapped[str] = mapped_column(Text, default="")
-    html: Mapped[str | None] = mapped_column(Text)
-    new_text: Mapped[str] = mapped_column(Text, default="")
+    subject: Mapped[str] = mapped_column(CleanText, default="")
+    text: Mapped[str] = mapped_column(CleanText, default="")
+    html: Mapped[str | None] = mapped_column(CleanText)
+    new_text: Mapped[str] = mapped_column(CleanText, default="")
     author: Mapped[str | None] = mapped_column(String(320))  # agent for outbound/notes
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -173,7 +205,11 @@ class Article(Base):
         back_populates="article", order_by="AttachmentFile.id", cascade="all, delete-orphan"
     )
 
-    __table_args__ = (Index("ix_articles_message_id", "message_id"),)
+    __table_args__ = (
+        Index("ix_articles_message_id", "message_id"),
+        # "Has this address ever written to us?" (notifier.recipients, backscatter).
+        Index("ix_articles_from_addr", "from_addr"),
+    )
 
 
 class AttachmentFile(Base):
@@ -184,11 +220,11 @@ class AttachmentFile(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     article_id: Mapped[int] = mapped_column(ForeignKey("articles.id"), index=True)
     sha256: Mapped[str] = mapped_column(String(64), index=True)
-    filename: Mapped[str] = mapped_column(String(255))
-    content_type: Mapped[str] = mapped_column(String(255))
+    filename: Mapped[str] = mapped_column(CleanString(255))
+    content_type: Mapped[str] = mapped_column(CleanString(255))
     size: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     inline: Mapped[bool] = mapped_column(Boolean, default=False)
-    content_id: Mapped[str | None] = mapped_column(String(998))
+    content_id: Mapped[str | None] = mapped_column(CleanString(998))
 
     article: Mapped[Article] = relationship(back_populates="attachments")
 
@@ -198,8 +234,8 @@ class Participant(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
-    email: Mapped[str] = mapped_column(String(320), index=True)
-    name: Mapped[str] = mapped_column(Text, default="")
+    email: Mapped[str] = mapped_column(CleanString(320), index=True)
+    name: Mapped[str] = mapped_column(CleanText, default="")
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -217,9 +253,9 @@ class Event(Base):
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"), index=True)
     kind: Mapped[str] = mapped_column(String(40))
     field: Mapped[str | None] = mapped_column(String(40))
-    old_value: Mapped[str | None] = mapped_column(Text)
-    new_value: Mapped[str | None] = mapped_column(Text)
-    actor: Mapped[str] = mapped_column(String(320))
+    old_value: Mapped[str | None] = mapped_column(CleanText)
+    new_value: Mapped[str | None] = mapped_column(CleanText)
+    actor: Mapped[str] = mapped_column(CleanString(320))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Makes one-off events (an SLA breach, an escalation tier) unique per ticket.
     once_key: Mapped[str | None] = mapped_column(String(120))

@@ -17,9 +17,18 @@ class MailPolicy:
     agents: frozenset[str] = frozenset()
     subject_tag: str = "[#{number}]"
     tag_requires_participant: bool = True
+    # A known Message-ID that is not ours (a customer's, which leaks through any CC or
+    # forward) threads only a participant's or an agent's mail; our signed ids, anyone's.
+    message_id_requires_participant: bool = True
+    # Watchers one mail may add (the rest are recorded, not added): a forged mail CC'ing
+    # a hundred strangers must not make them recipients of the ticket's mail.
+    max_new_watchers: int = 10
     honour_reply_to: bool = False
     default_language: str = "es"
-    max_attempts: int = 3
+    max_attempts: int = 3  # content failures before quarantine
+    # Transient failures (disk full, database away) retry after a doubling delay.
+    retry_base_seconds: float = 10.0
+    retry_max_seconds: float = 900.0
     instance: str = "buzon"
 
     def is_own(self, email: str) -> bool:

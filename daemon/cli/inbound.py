@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy.exc import OperationalError
 
 from daemon.cli.common import EX_TEMPFAIL, emit_rows, fail, with_app
 from daemon.wiring import App
 from tickets import queries
+from tickets.errors import describe
 from tickets.inbox import StoreUnavailable, accept, reset_for_reprocess
 
 
@@ -41,8 +41,9 @@ def ingest(app: App, file: str, maildir: str | None, mbox: str | None) -> None:
         fail(f"could not store the message: {exc}", EX_TEMPFAIL)
     try:
         outcome = app.desk.ingest(raw_id)
-    except OperationalError:
-        click.echo(f"stored as raw message {raw_id}; processing deferred (database busy)")
+    except Exception as exc:  # noqa: BLE001 - stored: the MTA must not retry nor bounce it
+        # The mail is committed; a worker (or `inbound reprocess`) processes it later.
+        click.echo(f"stored as raw message {raw_id}; processing deferred ({describe(exc)})")
         return
     ticket = f" ticket #{outcome.ticket_id}" if outcome.ticket_id else ""
     click.echo(
@@ -61,9 +62,19 @@ def _backfill(app: App, box: mailbox.Mailbox[Any]) -> None:
                 raw_id = accept(app.sessions, raw, "backfill", {"key": str(key)})
             except StoreUnavailable as exc:
                 fail(f"could not store message {key}: {exc}", EX_TEMPFAIL)
-            states[app.desk.ingest(raw_id).state] += 1
+            states[_process(app, raw_id)] += 1
     summary = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
     click.echo(f"{len(keys)} messages: {summary or 'nothing to do'}")
+
+
+def _process(app: App, raw_id: int) -> str:
+    """The state a stored message ended in; `deferred` when the store could not say
+    (the row stays in the queue for the worker)."""
+    try:
+        return app.desk.ingest(raw_id).state
+    except Exception as exc:  # noqa: BLE001 - one line, never the mail
+        click.echo(f"raw message {raw_id}: processing deferred ({describe(exc)})", err=True)
+        return "deferred"
 
 
 @click.group("inbound")
@@ -107,7 +118,7 @@ def inbound_reprocess(app: App, raw_id: int | None, failed: bool) -> None:
     reset_for_reprocess(app.sessions, ids)
     states: Counter[str] = Counter()
     for one in ids:
-        states[app.desk.ingest(one).state] += 1
+        states[_process(app, one)] += 1
     click.echo(
         f"{len(ids)} reprocessed: "
         + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none")

@@ -20,8 +20,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from tickets.errors import describe
-from tickets.inbox import claim_pending, claimers, release_claims
-from tickets.ingest import Outcome
+from tickets.inbox import claim_pending, claimers, fail, release, release_claims
+from tickets.ingest import Outcome, is_transient
 
 log = logging.getLogger("buzon.ingest")
 
@@ -67,12 +67,47 @@ class IngestWorker:
         # While this says True at shutdown, an intake may still store mail: keep draining.
         self.upstream_open: Callable[[], bool] = lambda: False
 
+    # Content failures before quarantine, for a failure that escaped the desk (the wiring
+    # sets it from ingest.max_attempts).
+    max_attempts: int = 3
+    # Rows of a pass cut short by an outage: given back to the queue by the next pass.
+    _unfinished: tuple[int, ...] = ()
+
     def run_once(self) -> int:
-        """Claim one batch and process it; returns how many rows were handled."""
+        """Claim one batch and process it; returns how many rows were handled.
+
+        One mail's failure, whatever it is, ends that mail (`failed`, later
+        `quarantined`), never the worker. Only an outage of the store ends the pass, as
+        OperationalError (the caller waits it out); the rest of the batch stays claimed
+        by us until the next pass gives it back, so no mail waits for a stale claim.
+        """
+        if self._unfinished:
+            release(self.sessions, self._unfinished, self.instance)
+            self._unfinished = ()
         ids = claim_pending(self.sessions, self.instance, self.batch_size, self.stale_claim_seconds)
-        for raw_id in ids:
-            self._count(self.ingest(raw_id))
+        for n, raw_id in enumerate(ids):
+            self._unfinished = tuple(ids[n:])
+            self._count(self._ingest_one(raw_id))
+        self._unfinished = ()
         return len(ids)
+
+    def _ingest_one(self, raw_id: int) -> Outcome:
+        try:
+            return self.ingest(raw_id)
+        except OperationalError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug or a refusal: this mail's, not ours
+            if is_transient(exc):
+                raise _outage(exc) from exc
+            error = describe(exc, 500)  # one line, never the mail (no SQL parameters)
+            log.error("ingest failed raw=%s error=%s", raw_id, error)
+            try:
+                state = fail(self.sessions, raw_id, error, self.max_attempts)
+            except OperationalError:
+                raise
+            except Exception as store_exc:  # noqa: BLE001 - the store cannot record it
+                raise _outage(store_exc) from store_exc
+            return Outcome(raw_id, state, reason=error)
 
     def drain(self) -> int:
         """Process until nothing is pending (tests, backfills)."""
@@ -140,6 +175,11 @@ class IngestWorker:
         self.outcomes[outcome.state] = self.outcomes.get(outcome.state, 0) + 1
         if self.on_outcome is not None:
             self.on_outcome(outcome.state)
+
+
+def _outage(exc: BaseException) -> OperationalError:
+    """A store failure of another class, in the form the run loop waits out."""
+    return OperationalError(None, None, exc)
 
 
 class _Outage:
