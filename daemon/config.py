@@ -64,6 +64,36 @@ class IngestConfig(_Section):
     # up to retry_max_seconds; it never uses up max_attempts.
     retry_base_seconds: float = Field(10.0, gt=0)
     retry_max_seconds: float = Field(900.0, gt=0)
+    # How much of one mail is parsed; beyond, it stays in the raw message only (a defect
+    # on the article says so): a mail of 100,000 parts must not hold the workers.
+    max_parts: int = Field(1000, ge=1)
+    max_depth: int = Field(40, ge=1, le=200)
+    max_decoded_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # Mail written longer ago than this opens its ticket without an acknowledgement.
+    acknowledge_max_age_hours: float = Field(168.0, gt=0)
+
+
+DmarcPolicy = Literal["reject", "quarantine", "none"]
+_DMARC_SPAM: tuple[DmarcPolicy, ...] = ("reject", "quarantine")
+
+
+class SpamConfig(_Section):
+    """Which verdicts of the MTA's filters make a mail spam (kept, no ticket, no mail)."""
+
+    enabled: bool = True
+    threshold: float | None = None  # a SpamAssassin/Rspamd score that is spam for us too
+    header: str | None = None  # one more filter's header, e.g. "X-Barracuda-Spam-Status"
+    pattern: str = r"^\s*yes\b"  # what in that header means spam (regular expression)
+    dmarc_policies: list[DmarcPolicy] = Field(default_factory=lambda: list(_DMARC_SPAM))
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
 
 
 class SmtpConfig(_Section):
@@ -419,6 +449,7 @@ class Settings(BaseSettings):
     default_language: Literal["es", "en"] = "es"
     instance_name: str | None = None  # distinguishes instances sharing one database
     ingest: IngestConfig = IngestConfig()
+    spam: SpamConfig = SpamConfig()
     smtp: SmtpConfig = SmtpConfig()
     imap: ImapConfig = ImapConfig()
     outbound: OutboundConfig = OutboundConfig()

@@ -48,6 +48,7 @@ from notifier.recipients import Budget
 from notifier.render import Renderer
 from notifier.sla_mail import StaffRouting
 from notifier.transports import MaildirTransport, SmtpTransport, Transport
+from parsers import Limits, SpamRules
 from tickets.actions import Catalogue
 from tickets.calendar import BusinessCalendar
 from tickets.db import make_engine, make_session_factory, upgrade
@@ -201,6 +202,22 @@ class App:
             retry_base_seconds=s.ingest.retry_base_seconds,
             retry_max_seconds=s.ingest.retry_max_seconds,
             instance=self.instance,
+            limits=Limits(s.ingest.max_parts, s.ingest.max_depth, s.ingest.max_decoded_bytes),
+            spam=self.spam_rules,
+            routing=self.routing_rules,
+            matrix=PriorityMatrix(s.tickets.priority_matrix),
+            acknowledge_max_age_hours=s.ingest.acknowledge_max_age_hours,
+        )
+
+    @cached_property
+    def spam_rules(self) -> SpamRules:
+        cfg = self.settings.spam
+        return SpamRules(
+            enabled=cfg.enabled,
+            threshold=cfg.threshold,
+            header=cfg.header,
+            pattern=cfg.pattern,
+            dmarc_policies=frozenset(cfg.dmarc_policies),
         )
 
     @cached_property

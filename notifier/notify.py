@@ -29,6 +29,7 @@ from tickets.changes import (
     AgentReplied,
     Assigned,
     Change,
+    Imported,
     Merged,
     StatusChanged,
     TicketCreated,
@@ -70,6 +71,8 @@ class Plan:
 
 
 def plan_for(changes: list[Change]) -> Plan | None:
+    if any(isinstance(c, Imported) for c in changes):
+        return None  # a backfill, or mail from long ago: nobody is told
     created = next((c for c in changes if isinstance(c, TicketCreated)), None)
     if created is not None:
         if not created.acknowledge:

@@ -51,9 +51,7 @@ _STUB_POINTER = re.compile(
 )
 
 
-def parse(
-    raw: bytes, limits: Limits | None = None, spam: SpamRules | None = None
-) -> ParsedMessage:
+def parse(raw: bytes, limits: Limits | None = None, spam: SpamRules | None = None) -> ParsedMessage:
     limits = limits or Limits()
     defects: list[str] = []
     data = _as_bytes(raw, defects)

@@ -32,6 +32,7 @@ class SpamRules:
     """What counts as spam. `threshold` (a score) applies to SpamAssassin and Rspamd
     scores on top of their own verdict; `header`/`pattern` name one more filter's header."""
 
+    enabled: bool = True
     threshold: float | None = None
     header: str | None = None
     pattern: str = r"^\s*yes\b"
@@ -40,6 +41,8 @@ class SpamRules:
 
 def spam_reason(msg: Message, rules: SpamRules) -> str | None:
     """Why this mail is spam in the filters' eyes, or None."""
+    if not rules.enabled:
+        return None
     for check in (_spamassassin, _rspamd, _configured, _dmarc):
         reason = check(msg, rules)
         if reason is not None:

@@ -84,7 +84,7 @@ def _smtp_process(workdir: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BUZON_")}
     env.update(
         BUZON_DATA_DIR=str(workdir / "data"),
-        BUZON_SECRET_KEY="test-secret",
+        BUZON_SECRET_KEY="test-secret-0123456789",
         BUZON_SUPPORT_ADDRESSES='["soporte@soporte.example"]',
         BUZON_LOG__JSON="true",
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,7 @@ from tickets.models import (
     OutboxMessage,
     OutboxRecipient,
     Ticket,
+    utcnow,
 )
 
 # --- acknowledgement ------------------------------------------------------------------------
@@ -306,6 +309,10 @@ def test_mailing_list_and_auto_replies_open_nothing_and_get_nothing(
     assert count(rapp, Ticket) == 0 and count(rapp, OutboxMessage) == 0
 
 
+# Recent: a mail written long ago would open its ticket without an acknowledgement.
+RECENT = format_datetime(utcnow() - timedelta(hours=1)).encode()
+
+
 def test_header_injection_through_the_subject_is_defused(
     rapp: App,
     sink: SmtpSink,
@@ -314,8 +321,7 @@ def test_header_injection_through_the_subject_is_defused(
     raw = (
         b"From: Eve <eve@mal.example>\r\nTo: soporte@soporte.example\r\n"
         b"Subject: =?utf-8?q?Hola=0D=0ABcc:_victima@otro.example=0D=0A=0D=0Acuerpo?=\r\n"
-        b"Message-ID: <inj-1@mal.example>\r\nDate: Mon, 3 Mar 2025 10:00:00 +0000\r\n"
-        b"\r\nHola\r\n"
+        b"Message-ID: <inj-1@mal.example>\r\nDate: " + RECENT + b"\r\n\r\nHola\r\n"
     )
     number = ingest(rapp, raw).ticket_id
     assert number is not None

@@ -102,6 +102,14 @@ class Merged:
     actor: str
 
 
+@dataclass(frozen=True)
+class Imported:
+    """Internal: this ticket's change came from a backfill or from mail long past; the
+    notifier tells nobody of it."""
+
+    ticket_id: int
+
+
 Change = (
     TicketCreated
     | CustomerReplied
@@ -113,4 +121,5 @@ Change = (
     | PriorityChanged
     | TicketChanged
     | Merged
+    | Imported
 )

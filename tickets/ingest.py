@@ -35,9 +35,9 @@ from parsers.thread_keys import (
     ticket_from_subject,
 )
 from tickets import survey
-from tickets.addresses import mark_bouncing
+from tickets.addresses import base_address, mark_bouncing
 from tickets.blobstore import BlobStore
-from tickets.changes import Change, CustomerReplied, TicketCreated
+from tickets.changes import Change, CustomerReplied, Imported, TicketCreated
 from tickets.errors import TicketError, describe
 from tickets.inbox import Backoff, SessionFactory, defer, fail
 from tickets.lifecycle import Status, change_status, record
@@ -54,12 +54,15 @@ from tickets.models import (
     utcnow,
 )
 from tickets.policy import MailPolicy
+from tickets.routing import Incoming, apply_route, route
 
 log = logging.getLogger("buzon.ingest")
 
 AfterApply = Callable[[Session, list[Change]], None]
 
 NO_SUBJECT = "(sin asunto)"
+ROUTING_ACTOR = "buzon-routing"
+FINISHED = (RawState.PROCESSED, RawState.IGNORED, RawState.SPAM)
 
 # A Message-ID is stored (and looked up) in at most this many UTF-8 bytes: PostgreSQL's
 # btree refuses index rows over ~2.7 KB, and the dedupe key adds the content digest.
@@ -150,13 +153,18 @@ def _db_transient(exc: DBAPIError) -> bool:
 def _process_once(
     sf: SessionFactory, policy: MailPolicy, raw_id: int, after_apply: AfterApply | None
 ) -> Outcome:
+    # Parsed before the write transaction: a hostile mail's parse (within the parser's
+    # limits) never holds SQLite's write lock, nor a row lock on PostgreSQL.
+    raw = _unfinished_bytes(sf, raw_id)
+    if isinstance(raw, Outcome):
+        return raw
+    parsed = parse(raw, policy.limits, policy.spam)
     with sf.begin() as session:
         row = session.get(RawMessage, raw_id, with_for_update=True)
         if row is None:
             raise TicketError(f"no raw message {raw_id}")
-        if row.state in (RawState.PROCESSED, RawState.IGNORED):
+        if row.state in FINISHED:  # another worker finished it meanwhile
             return Outcome(raw_id, row.state, row.ticket_id, row.article_id, row.reason)
-        parsed = parse(row.raw)
         row.message_id = bounded_id(parsed.message_id)
         outcome = _apply(session, policy, row, parsed)
         row.state, row.reason = outcome.state, outcome.reason
@@ -164,7 +172,7 @@ def _process_once(
         row.processed_at = utcnow()
         row.attempts += 1
         if after_apply is not None and outcome.changes:
-            after_apply(session, list(outcome.changes))
+            after_apply(session, list(outcome.changes) + _quiet(policy, row, parsed, outcome))
     log.info(
         "processed raw=%s state=%s ticket=%s reason=%s",
         raw_id,
@@ -173,6 +181,35 @@ def _process_once(
         outcome.reason,
     )
     return outcome
+
+
+def _unfinished_bytes(sf: SessionFactory, raw_id: int) -> bytes | Outcome:
+    """The stored bytes to parse, or the outcome when the row is already finished."""
+    with sf() as session:
+        row = session.get(RawMessage, raw_id)
+        if row is None:
+            raise TicketError(f"no raw message {raw_id}")
+        if row.state in FINISHED:
+            return Outcome(raw_id, row.state, row.ticket_id, row.article_id, row.reason)
+        return row.raw
+
+
+def _quiet(
+    policy: MailPolicy, row: RawMessage, msg: ParsedMessage, outcome: Outcome
+) -> list[Change]:
+    """A backfill (unless `--notify`) and mail from long ago tell nobody anything: the
+    tickets and their history are made, no mail goes out for them."""
+    if outcome.ticket_id is None or not _from_the_past(policy, row, msg):
+        return []
+    return [Imported(outcome.ticket_id)]
+
+
+def _from_the_past(policy: MailPolicy, row: RawMessage, msg: ParsedMessage) -> bool:
+    if row.source == "backfill" and not row.envelope.get("notify"):
+        return True
+    if msg.date is None:
+        return False
+    return (utcnow() - msg.date).total_seconds() > policy.acknowledge_max_age_hours * 3600
 
 
 def _record_failure(sf: SessionFactory, policy: MailPolicy, raw_id: int, exc: Exception) -> Outcome:
@@ -230,6 +267,8 @@ def _apply(session: Session, policy: MailPolicy, row: RawMessage, msg: ParsedMes
             duplicate.id,
             f"duplicate of article {duplicate.id}",
         )
+    if msg.spam_reason and not row.envelope.get("released"):
+        return Outcome(row.id, RawState.SPAM, reason=f"spam: {msg.spam_reason}"[:500])
     if msg.kind is MailKind.BOUNCE:
         return _apply_bounce(session, policy, row, msg)
 
@@ -279,11 +318,21 @@ def _find_ticket(
 ) -> Ticket | None:
     """Conservative threading: our Message-IDs, known Message-IDs (only from someone who
     belongs on the ticket), a signed plus-address, then the subject tag (likewise)."""
-    return (
+    found = (
         _by_references(session, policy, msg, sender)
         or _by_plus_address(session, policy, msg, envelope)
         or _by_subject(session, policy, msg, sender)
     )
+    return _survivor(session, found)
+
+
+def _survivor(session: Session, ticket: Ticket | None) -> Ticket | None:
+    """A merged ticket's mail goes to the ticket it was merged into."""
+    for _ in range(20):  # a chain of merges; a loop (impossible by design) ends here
+        if ticket is None or ticket.merged_into_id is None:
+            return ticket
+        ticket = session.get(Ticket, ticket.merged_into_id)
+    return ticket
 
 
 def _by_references(
@@ -394,6 +443,10 @@ def _open_ticket(
     _add_copied(session, policy, ticket, msg, sender, known={sender.email})
     article = _add_article(session, policy, row, msg, ticket, sender, dedupe_key)
     record(session, ticket, "created", sender.email, source=row.source, raw_id=row.id)
+    recipients = _recipients(msg, row.envelope)
+    ticket.queue_address = next((a for a in recipients if policy.is_own(a)), None)
+    routed = route(policy.routing, _incoming(row, msg, sender, recipients))
+    apply_route(session, ticket, routed, policy.matrix, ROUTING_ACTOR)
     if parent is not None:
         record(
             session,
@@ -410,8 +463,23 @@ def _open_ticket(
         RawState.PROCESSED,
         ticket.id,
         article.id,
-        changes=(TicketCreated(ticket.id, article.id),),
+        changes=(TicketCreated(ticket.id, article.id, routed.actions.acknowledge is not False),),
     )
+
+
+def _recipients(msg: ParsedMessage, envelope: dict[str, Any]) -> list[str]:
+    """Every address the mail was sent to, the envelope's first (it is what the MTA saw)."""
+    found = [str(a).lower() for a in envelope.get("rcpt_tos") or []]
+    found += [*msg.delivered_to, *(a.email for a in (*msg.to, *msg.cc))]
+    return [base_address(a) for a in dict.fromkeys(found)]
+
+
+def _incoming(
+    row: RawMessage, msg: ParsedMessage, sender: Address, recipients: list[str]
+) -> Incoming:
+    mailbox = row.envelope.get("mailbox")
+    source = f"imap:{mailbox}" if row.source == "imap" and mailbox else row.source
+    return Incoming(tuple(recipients), source, sender.email, msg.subject, msg.new_text)
 
 
 def _apply_reply(

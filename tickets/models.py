@@ -82,6 +82,7 @@ class RawState(StrEnum):
     IGNORED = "ignored"
     FAILED = "failed"
     QUARANTINED = "quarantined"
+    SPAM = "spam"  # the MTA's filters said so: no ticket, no mail; `inbound release` undoes
 
 
 class ArticleKind(StrEnum):

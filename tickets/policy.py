@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from parsers import Limits, SpamRules
 from tickets.addresses import is_own
+from tickets.priority import PriorityMatrix
+from tickets.routing import Rule
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,13 @@ class MailPolicy:
     retry_base_seconds: float = 10.0
     retry_max_seconds: float = 900.0
     instance: str = "buzon"
+    limits: Limits = field(default_factory=Limits)  # how much of one mail is parsed
+    spam: SpamRules = field(default_factory=SpamRules)  # which filter verdicts are spam
+    routing: tuple[Rule, ...] = ()  # routing rules for new tickets, in order
+    matrix: PriorityMatrix = field(default_factory=PriorityMatrix)
+    # A mail written longer ago than this (a backlog, an import) opens its ticket without
+    # an acknowledgement: nobody wants an answer to a question of last month.
+    acknowledge_max_age_hours: float = 168.0
 
     def is_own(self, email: str) -> bool:
         return is_own(email, self.own_addresses, self.support_domains)

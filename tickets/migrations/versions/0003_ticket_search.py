@@ -2,7 +2,7 @@
 tickets; the queue (support address) of a ticket
 
 Revision ID: 0003
-Revises: 0001
+Revises: b17_ingest_retry
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.orm import Session
 
 revision: str = "0003"
-down_revision: str | None = "0001"
+down_revision: str | None = "b17_ingest_retry"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -21,9 +21,7 @@ def upgrade() -> None:
     with op.batch_alter_table("tickets") as batch:
         batch.add_column(sa.Column("merged_into_id", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("queue_address", sa.String(length=320), nullable=True))
-        batch.create_foreign_key(
-            "fk_tickets_merged_into", "tickets", ["merged_into_id"], ["id"]
-        )
+        batch.create_foreign_key("fk_tickets_merged_into", "tickets", ["merged_into_id"], ["id"])
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         op.execute(
