@@ -224,6 +224,7 @@ class Health:
         self._checks: dict[str, ReadyCheck] = {"database": self._database}
         self._vital = ["database"]  # what the systemd watchdog is fed on
         self._probe = Bounded("database")
+        self._worker_gauges: tuple[Gauge, Gauge] | None = None
         # Read at every scrape, not only when someone asks /readyz.
         self.metrics.ready.set_function(lambda: 1.0 if self.readiness()[0] else 0.0)
 
@@ -248,23 +249,32 @@ class Health:
         def stuck() -> bool:
             return progress_age() > stuck_after
 
-        Gauge(
-            "buzon_worker_last_progress_age_seconds",
-            "Seconds since the ingest worker last finished a message or an empty pass",
-            registry=self.registry,
-        ).set_function(progress_age)
-        Gauge(
-            "buzon_worker_stuck",
-            "1 when the ingest worker made no progress for database.worker_stuck_after",
-            registry=self.registry,
-        ).set_function(lambda: 1.0 if stuck() else 0.0)
+        if self._worker_gauges is None:  # one worker per process; a second call rewires it
+            self._worker_gauges = self._new_worker_gauges()
+            self._vital.append("ingest")
+        age_gauge, stuck_gauge = self._worker_gauges
+        age_gauge.set_function(progress_age)
+        stuck_gauge.set_function(lambda: 1.0 if stuck() else 0.0)
 
         def check() -> tuple[bool, str]:
             age = progress_age()
             return (False, f"stuck: no progress for {age:.0f}s") if stuck() else (True, "")
 
         self.add_check("ingest", check)
-        self._vital.append("ingest")
+
+    def _new_worker_gauges(self) -> tuple[Gauge, Gauge]:
+        return (
+            Gauge(
+                "buzon_worker_last_progress_age_seconds",
+                "Seconds since the ingest worker last finished a message or an empty pass",
+                registry=self.registry,
+            ),
+            Gauge(
+                "buzon_worker_stuck",
+                "1 when the ingest worker made no progress for database.worker_stuck_after",
+                registry=self.registry,
+            ),
+        )
 
     def vital(self) -> bool:
         """True while the store answers and the worker moves: the watchdog's condition

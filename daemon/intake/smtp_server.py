@@ -121,6 +121,11 @@ class _IntakeProtocol(SMTP):
         super().connection_lost(error)
         self.listener.forget(self)
 
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            return False
+        return super().eof_received()
+
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
