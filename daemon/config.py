@@ -96,6 +96,26 @@ class SpamConfig(_Section):
         return value
 
 
+class DatabaseConfig(_Section):
+    """Bounds on every wait for the database (seconds), so that a partition gives errors
+    and 451s rather than hung threads; see tickets.db.DbTimeouts for each one's role."""
+
+    connect_timeout: float = Field(10.0, ge=0, le=600)
+    keepalives_idle: int = Field(30, ge=1, le=7200)
+    keepalives_interval: int = Field(10, ge=1, le=600)
+    keepalives_count: int = Field(3, ge=1, le=100)
+    tcp_user_timeout: float = Field(30.0, ge=0, le=3600)
+    statement_timeout: float = Field(120.0, ge=0, le=86400)
+    lock_timeout: float = Field(60.0, ge=0, le=86400)
+    idle_in_transaction_timeout: float = Field(120.0, ge=0, le=86400)
+    pool_timeout: float = Field(10.0, gt=0, le=600)
+    sqlite_busy_timeout: float = Field(30.0, gt=0, le=600)
+    # The watchdog and /readyz ask the store `SELECT 1` at most this long.
+    health_check_timeout: float = Field(5.0, gt=0, le=300)
+    # The ingest worker is "stuck" after this long without progress while work waits.
+    worker_stuck_after: float = Field(120.0, gt=0, le=86400)
+
+
 class SmtpConfig(_Section):
     enabled: bool = True
     listen: str = "127.0.0.1:2525"
@@ -105,7 +125,17 @@ class SmtpConfig(_Section):
     max_recipients: int = Field(50, ge=1)
     max_messages_per_connection: int = Field(1000, ge=1)
     max_errors_per_connection: int = Field(10, ge=1)
+    # Longest silence of a client (no byte read), in commands and inside DATA alike.
     idle_timeout: float = Field(300.0, gt=0)
+    # Total time one DATA may take from 354 to the final dot: 30 min is 14 KB/s for 25 MB.
+    data_timeout: float = Field(1800.0, gt=0)
+    # Sessions open at once, in all and per client IP; the excess hears 421 4.7.0.
+    max_sessions: int = Field(200, ge=1)
+    max_sessions_per_ip: int = Field(20, ge=1)
+    # DATA above large_message_size bytes needs one of max_large_in_flight slots; without
+    # one the session stops being read until a slot frees (memory stays bounded).
+    large_message_size: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    max_large_in_flight: int = Field(2, ge=1)
     shutdown_grace: float = Field(20.0, ge=0)
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -450,6 +480,7 @@ class Settings(BaseSettings):
     instance_name: str | None = None  # distinguishes instances sharing one database
     ingest: IngestConfig = IngestConfig()
     spam: SpamConfig = SpamConfig()
+    database: DatabaseConfig = DatabaseConfig()
     smtp: SmtpConfig = SmtpConfig()
     imap: ImapConfig = ImapConfig()
     outbound: OutboundConfig = OutboundConfig()

@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, make_wsgi_app
@@ -31,6 +31,45 @@ from tickets.queries import queue_figures
 log = logging.getLogger("buzon.health")
 
 ReadyCheck = Callable[[], tuple[bool, str]]
+T = TypeVar("T")
+
+
+class Bounded:
+    """Runs a blocking call in a thread of its own and waits at most `timeout` for it.
+
+    A store behind a partition can hold a query for many minutes; a health check must
+    answer "no" within its bound instead. While an earlier call is still hung, the next
+    one fails at once rather than piling up threads. The thread is a daemon: it never
+    delays the exit.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def call(self, fn: Callable[[], T], timeout: float) -> T:
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["result"] = fn()
+            except BaseException as exc:  # handed to the caller below
+                box["error"] = exc
+
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                raise TimeoutError(f"{self.name}: the previous check is still waiting")
+            thread = threading.Thread(target=target, name=f"buzon-check-{self.name}", daemon=True)
+            self._thread = thread
+            thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            raise TimeoutError(f"{self.name}: no answer within {timeout:g}s")
+        if "error" in box:
+            raise box["error"]
+        result: T = box["result"]
+        return result
 
 
 class Metrics:
@@ -65,15 +104,22 @@ class Metrics:
 class StoreCollector(Collector):
     """Figures read from the database at scrape time."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], timeout: float = 10.0) -> None:
         self.sessions = sessions
+        self.timeout = timeout
+        self._bounded = Bounded("metrics")
 
     def collect(self) -> Iterator[Metric]:
         try:
-            with self.sessions() as session:
-                yield from self._collect(session, utcnow())
+            # Read to the end in the bounded thread: a scrape answers even when the store
+            # hangs (the process's own figures, the worker's state included, still show).
+            yield from self._bounded.call(self._read, self.timeout)
         except Exception as exc:  # a scrape must not fail because the store is away
             log.warning("metrics: store unavailable: %s", describe(exc))
+
+    def _read(self) -> list[Metric]:
+        with self.sessions() as session:
+            return list(self._collect(session, utcnow()))
 
     def _collect(self, session: Session, now: datetime) -> Iterable[Metric]:
         figures = queue_figures(session)
@@ -169,12 +215,16 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 class Health:
     """Readiness checks registered by the components, and the metrics registry."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], check_timeout: float = 5.0) -> None:
         self.sessions = sessions
+        self.check_timeout = check_timeout
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        self.registry.register(StoreCollector(sessions))
+        self.registry.register(StoreCollector(sessions, timeout=2 * check_timeout))
         self._checks: dict[str, ReadyCheck] = {"database": self._database}
+        self._vital = ["database"]  # what the systemd watchdog is fed on
+        self._probe = Bounded("database")
+        self._worker_gauges: tuple[Gauge, Gauge] | None = None
         # Read at every scrape, not only when someone asks /readyz.
         self.metrics.ready.set_function(lambda: 1.0 if self.readiness()[0] else 0.0)
 
@@ -193,13 +243,57 @@ class Health:
             results[name] = ("ok" if ok else "FAIL") + (f": {detail}" if detail else "")
         return ready, results
 
+    def watch_worker(self, progress_age: Callable[[], float], stuck_after: float) -> None:
+        """Make a stuck ingest worker visible: not ready, two gauges, no watchdog ping."""
+
+        def stuck() -> bool:
+            return progress_age() > stuck_after
+
+        if self._worker_gauges is None:  # one worker per process; a second call rewires it
+            self._worker_gauges = self._new_worker_gauges()
+            self._vital.append("ingest")
+        age_gauge, stuck_gauge = self._worker_gauges
+        age_gauge.set_function(progress_age)
+        stuck_gauge.set_function(lambda: 1.0 if stuck() else 0.0)
+
+        def check() -> tuple[bool, str]:
+            age = progress_age()
+            return (False, f"stuck: no progress for {age:.0f}s") if stuck() else (True, "")
+
+        self.add_check("ingest", check)
+
+    def _new_worker_gauges(self) -> tuple[Gauge, Gauge]:
+        return (
+            Gauge(
+                "buzon_worker_last_progress_age_seconds",
+                "Seconds since the ingest worker last finished a message or an empty pass",
+                registry=self.registry,
+            ),
+            Gauge(
+                "buzon_worker_stuck",
+                "1 when the ingest worker made no progress for database.worker_stuck_after",
+                registry=self.registry,
+            ),
+        )
+
+    def vital(self) -> bool:
+        """True while the store answers and the worker moves: the watchdog's condition
+        (a listener draining or an IMAP server away is no reason to be restarted)."""
+        return all(self._checks[name]()[0] for name in self._vital)
+
+    async def vital_async(self) -> bool:
+        return await asyncio.to_thread(self.vital)
+
     def _database(self) -> tuple[bool, str]:
         try:
-            with self.sessions() as session:
-                session.execute(text("SELECT 1"))
+            self._probe.call(self._select_one, self.check_timeout)
             return True, ""
         except Exception as exc:
             return False, str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+
+    def _select_one(self) -> None:
+        with self.sessions() as session:
+            session.execute(text("SELECT 1"))
 
     def wsgi_app(self) -> Callable[..., Iterable[bytes]]:
         metrics_app = make_wsgi_app(self.registry)

@@ -7,8 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger("buzon.supervisor")
+
+# Answers whether the process can do its work now (the store answers, the worker moves).
+HealthProbe = Callable[[], Awaitable[bool]]
 
 
 def notify(state: str) -> bool:
@@ -29,13 +37,34 @@ def watchdog_interval() -> float | None:
     return int(usec) / 2_000_000 if usec and usec.isdigit() else None
 
 
-async def watchdog(stop: asyncio.Event) -> None:
-    """Ping systemd while the loop is alive: a stuck loop stops the pings, systemd restarts."""
+async def watchdog(stop: asyncio.Event, healthy: HealthProbe | None = None) -> None:
+    """Ping systemd while the loop is alive and `healthy` says yes: a stuck loop, a store
+    that stopped answering or a stuck worker stops the pings, and systemd restarts us."""
     interval = watchdog_interval()
     if interval is None:
         await stop.wait()
         return
+    fed = True
     while not stop.is_set():
-        notify("WATCHDOG=1")
+        ok = healthy is None or await healthy()
+        if ok:
+            notify("WATCHDOG=1")
+        if ok != fed:  # one line when feeding stops and one when it resumes
+            if ok:
+                log.info("watchdog fed again")
+            else:
+                log.error("watchdog not fed: the store does not answer or the worker is stuck")
+            fed = ok
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
+def watchdog_with(
+    healthy: HealthProbe,
+) -> Callable[[asyncio.Event], Coroutine[Any, Any, None]]:
+    """The watchdog component, fed only while `healthy` answers yes."""
+
+    async def component(stop: asyncio.Event) -> None:
+        await watchdog(stop, healthy)
+
+    return component

@@ -40,6 +40,7 @@ from daemon.intake.ingest_worker import IngestWorker
 from daemon.intake.smtp_server import SmtpListener
 from daemon.intake.smtp_store import IntakeStore, WriteGate
 from daemon.scheduler import JobFunction, Scheduler
+from daemon.sdnotify import watchdog_with
 from daemon.supervisor import Component
 from notifier.compose import Mailbox
 from notifier.delivery import DeliveryPolicy, deliver_due
@@ -51,7 +52,7 @@ from notifier.transports import MaildirTransport, SmtpTransport, Transport
 from parsers import Limits, SpamRules
 from tickets.actions import Catalogue
 from tickets.calendar import BusinessCalendar
-from tickets.db import make_engine, make_session_factory, upgrade
+from tickets.db import DbTimeouts, make_engine, make_session_factory, upgrade
 from tickets.models import utcnow
 from tickets.policy import MailPolicy
 from tickets.priority import PriorityMatrix
@@ -167,8 +168,13 @@ class App:
         )
 
     @cached_property
+    def db_timeouts(self) -> DbTimeouts:
+        db = self.settings.database
+        return DbTimeouts(**db.model_dump(include=set(DbTimeouts.__dataclass_fields__)))
+
+    @cached_property
     def engine(self) -> Engine:
-        return make_engine(self.settings.db_url)
+        return make_engine(self.settings.db_url, self.db_timeouts)
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
@@ -177,7 +183,7 @@ class App:
     @cached_property
     def health(self) -> Health:
         """One per process: the components register their readiness checks and counters."""
-        return Health(self.sessions)
+        return Health(self.sessions, self.settings.database.health_check_timeout)
 
     @cached_property
     def instance(self) -> str:
@@ -273,6 +279,8 @@ class App:
         worker = self.ingest_worker() if "ingest" in wanted else None
         if worker is not None:
             runners["ingest"] = worker.run
+            self.health.watch_worker(worker.progress_age, self.settings.database.worker_stuck_after)
+        runners["watchdog"] = watchdog_with(self.health.vital_async)
         if "imap" in wanted:
             runners |= {f"imap:{p.name}": p.run for p in self.imap_pollers()}
         smtp = smtp or self.settings.smtp
@@ -317,7 +325,9 @@ class App:
             gate = WriteGate()
             gate.install(self.engine)  # every other transaction of this process waits its turn
         source = "lmtp" if config.lmtp else "smtp"
-        store = IntakeStore(self.settings.db_url, source, config.store_timeout, gate)
+        store = IntakeStore(
+            self.settings.db_url, source, config.store_timeout, gate, self.db_timeouts
+        )
         metrics = self.health.metrics
         accepted = metrics.accepted.labels(source)
         wake = worker.wake.set if worker is not None else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,31 +16,90 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 0x62757A6F6E  # "buzon": the PostgreSQL advisory lock key for upgrades
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine with the settings buzón relies on (WAL and foreign keys on SQLite)."""
+@dataclass(frozen=True)
+class DbTimeouts:
+    """How long any database wait may last, so that a lost network turns into errors
+    (and 451s, retries) instead of threads hung for minutes. Seconds; 0 disables one.
+
+    PostgreSQL: `connect_timeout` bounds connection set-up; TCP keepalives find a peer
+    gone silent on an idle connection and `tcp_user_timeout` one that stopped ACKing
+    what we sent (a partition that drops packets without a reset); the server-side
+    `statement_timeout`, `lock_timeout` and `idle_in_transaction_session_timeout` free
+    locks and sessions left behind. `pool_timeout` bounds the wait for a pooled
+    connection. SQLite only has its busy timeout.
+    """
+
+    connect_timeout: float = 10.0
+    keepalives_idle: int = 30
+    keepalives_interval: int = 10
+    keepalives_count: int = 3
+    tcp_user_timeout: float = 30.0
+    statement_timeout: float = 120.0
+    lock_timeout: float = 60.0
+    idle_in_transaction_timeout: float = 120.0
+    pool_timeout: float = 10.0
+    sqlite_busy_timeout: float = 30.0
+
+
+def make_engine(url: str, timeouts: DbTimeouts | None = None, **kwargs: Any) -> Engine:
+    """An engine with the settings buzón relies on (WAL and foreign keys on SQLite,
+    bounded waits on PostgreSQL)."""
+    timeouts = timeouts or DbTimeouts()
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        busy = timeouts.sqlite_busy_timeout
+        engine = create_engine(url, connect_args={"timeout": busy}, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas(int(busy * 1000)))
         # pysqlite's own transaction handling defers BEGIN; we issue it ourselves so
         # that a write transaction takes its lock up front (no upgrade deadlocks).
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kwargs)
+    kwargs.setdefault("pool_pre_ping", True)  # a connection killed by a partition is replaced
+    kwargs.setdefault("pool_timeout", timeouts.pool_timeout)
+    connect_args = {**pg_connect_args(parsed.query.get("options"), timeouts)}
+    connect_args.update(kwargs.pop("connect_args", {}))
+    return create_engine(url, connect_args=connect_args, **kwargs)
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    dbapi_conn.isolation_level = None  # autocommit at the driver; "begin" hook above
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    # FULL: a commit is on disk before we acknowledge the mail, power loss included.
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.close()
+def pg_connect_args(url_options: str | tuple[str, ...] | None, t: DbTimeouts) -> dict[str, Any]:
+    """libpq parameters: connect and TCP timeouts, and the server-side timeouts as
+    start-up options (no extra round trip, and they survive a rollback). Options already
+    in the URL (the tests' search_path) are kept."""
+    settings = {
+        "statement_timeout": t.statement_timeout,
+        "lock_timeout": t.lock_timeout,
+        "idle_in_transaction_session_timeout": t.idle_in_transaction_timeout,
+    }
+    given = " ".join([url_options] if isinstance(url_options, str) else url_options or [])
+    options = " ".join([given, *(f"-c {k}={int(v * 1000)}" for k, v in settings.items())])
+    args: dict[str, Any] = {
+        "options": options.strip(),
+        "keepalives": 1,
+        "keepalives_idle": t.keepalives_idle,
+        "keepalives_interval": t.keepalives_interval,
+        "keepalives_count": t.keepalives_count,
+        "tcp_user_timeout": int(t.tcp_user_timeout * 1000),
+    }
+    if t.connect_timeout:
+        # libpq rounds below 2 s up to 2; 0 would mean "wait forever".
+        args["connect_timeout"] = max(2, round(t.connect_timeout))
+    return args
+
+
+def _sqlite_pragmas(busy_millis: int) -> Any:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # autocommit at the driver; "begin" hook above
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={busy_millis}")
+        # FULL: a commit is on disk before we acknowledge the mail, power loss included.
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.close()
+
+    return on_connect
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -62,6 +122,9 @@ def upgrade(engine: Engine) -> None:
             # DDL at once and the loser fail (duplicate pg_type row). The lock lasts until
             # this transaction commits; the next one then finds the schema current.
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            # A migration may rightly take longer than any one request of the service.
+            conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
+            conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "heads")
 

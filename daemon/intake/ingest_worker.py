@@ -66,6 +66,14 @@ class IngestWorker:
         self.outcomes: dict[str, int] = {}
         # While this says True at shutdown, an intake may still store mail: keep draining.
         self.upstream_open: Callable[[], bool] = lambda: False
+        # Heartbeat: when a message was last finished or a pass last ended without a
+        # database outage. A hung pass or a worker that cannot claim leaves it ageing.
+        self.last_progress = time.monotonic()
+        self._abandoned = False  # a pass hung at shutdown was left behind
+
+    def progress_age(self) -> float:
+        """Seconds since the worker last made progress (health and metrics read this)."""
+        return time.monotonic() - self.last_progress
 
     # Content failures before quarantine, for a failure that escaped the desk (the wiring
     # sets it from ingest.max_attempts).
@@ -139,14 +147,37 @@ class IngestWorker:
         while not stop.is_set():
             # Cleared before the pass, so that mail accepted during it wakes the next one.
             self.wake.clear()
-            handled = await self._pass(outage)
+            handled = await self._pass_or_stop(outage, stop)
+            if not outage.active:
+                self.last_progress = time.monotonic()
             if handled:
                 continue
             waiters = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
             await asyncio.wait(waiters, timeout=self.poll_interval, return_when="FIRST_COMPLETED")
             for waiter in waiters:
                 waiter.cancel()
-        await self._drain_at_shutdown(outage)
+        if self._abandoned:
+            return  # the store hangs: draining would hang the same way
+        try:
+            await asyncio.wait_for(self._drain_at_shutdown(outage), self.shutdown_grace + 2.0)
+        except TimeoutError:
+            log.error("shutdown: a pass is stuck on the database; leaving it claimed")
+
+    async def _pass_or_stop(self, outage: _Outage, stop: asyncio.Event) -> int:
+        """One pass; if `stop` comes meanwhile, the pass gets the grace to end. A pass hung
+        on a partitioned store cannot be interrupted: it is abandoned, and its claims go
+        back to the queue at the next start (recover_dead_claims)."""
+        task = asyncio.ensure_future(self._pass(outage))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not task.done():
+            await asyncio.wait({task}, timeout=self.shutdown_grace)
+        if not task.done():
+            log.error("shutdown: a pass is stuck on the database; leaving it claimed")
+            self._abandoned = True
+            return 0
+        return task.result()
 
     async def _pass(self, outage: _Outage) -> int:
         try:
@@ -172,6 +203,7 @@ class IngestWorker:
         log.info("processed %d message(s) at shutdown", total)
 
     def _count(self, outcome: Outcome) -> None:
+        self.last_progress = time.monotonic()
         self.outcomes[outcome.state] = self.outcomes.get(outcome.state, 0) + 1
         if self.on_outcome is not None:
             self.on_outcome(outcome.state)

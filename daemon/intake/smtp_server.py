@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from daemon.config import ConfigError, SmtpConfig, split_hostport
 from daemon.intake.smtp_handler import (
@@ -34,12 +34,48 @@ from daemon.intake.smtp_handler import (
 
 log = logging.getLogger("buzon.intake")
 
+REPLY_IDLE = "421 4.4.2 Idle too long, closing connection"
+REPLY_DATA_TOO_SLOW = "421 4.4.2 DATA took too long, closing connection"
+REPLY_TOO_MANY_SESSIONS = "421 4.7.0 Too many connections, try again later"
+REPLY_TOO_MANY_FROM_IP = "421 4.7.0 Too many connections from your address, try again later"
+
+# aiosmtpd's WARNING lines that repeat what a client sent (an unknown command, a bad AUTH
+# or PROXY line): a client could fill the log at will. They go to DEBUG.
+_CLIENT_ECHOES = (
+    "%r unrecognised: %s",
+    "%r over limit for %s",
+    "%r too many bogus commands",
+    "%r aborted AUTH with '*'",
+    "%r invalid PROXY handshake",
+)
+
+
+class _DemoteClientEchoes(logging.Filter):
+    """Turns aiosmtpd's client-echoing warnings into DEBUG records (shown only when
+    buzón logs at DEBUG); its other warnings (configuration) stay as they are."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING or record.msg not in _CLIENT_ECHOES:
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger("buzon").isEnabledFor(logging.DEBUG)
+
+
+_DEMOTE = _DemoteClientEchoes()
+
 
 # --- the protocol: aiosmtpd's SMTP/LMTP plus limits and shutdown ---------------------------
 
 
 class _IntakeProtocol(SMTP):
-    """One connection. Counts messages and errors, translates replies, says goodbye."""
+    """One connection. Counts messages and errors, translates replies, says goodbye.
+
+    Timing: aiosmtpd re-arms its `timeout` only when a command is recognised, so inside
+    DATA it was a deadline for the whole message (a client sending a line a second was cut
+    after `idle_timeout`). Here every byte read re-arms it — a true idle timeout — and
+    `data_timeout` bounds one DATA in all. While the store works (our turn, bounded by
+    store_timeout) no timer runs.
+    """
 
     def __init__(self, handler: IntakeHandler, listener: SmtpListener, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
@@ -47,6 +83,14 @@ class _IntakeProtocol(SMTP):
         self.messages = 0
         self.errors = 0
         self.auth_user: str | None = None
+        self.client_ip = "unknown"
+        self._refused = False  # over a session cap: never became a session
+        self._reading_data = False  # between DATA and the end of the message
+        self._data_bytes = 0
+        self._data_deadline: asyncio.TimerHandle | None = None
+        self.large_slot = False  # holds one of the listener's large-DATA slots
+        self.waiting_slot = False  # paused until a large-DATA slot frees
+        self._held: list[bytes] = []  # what arrived after the pause (one chunk or two)
 
     def draining(self) -> bool:
         return self.listener.draining
@@ -57,14 +101,112 @@ class _IntakeProtocol(SMTP):
         return self.envelope is not None and bool(self.envelope.mail_from)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self.client_ip = str(peer[0]) if isinstance(peer, tuple) else str(peer or "unknown")
+        refusal = self.listener.admit(self.client_ip)
+        if refusal is not None:
+            self._refused = True
+            transport.write(f"{refusal}\r\n".encode("ascii"))  # type: ignore[attr-defined]
+            transport.close()
+            return
         super().connection_made(transport)
         self.listener.sessions_open.add(self)
         if self.listener.on_session is not None:
             self.listener.on_session()
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        self._end_data()
         super().connection_lost(error)
         self.listener.forget(self)
+
+    def eof_received(self) -> bool | None:
+        if self._refused:
+            return False
+        return super().eof_received()
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        self._reset_timeout()  # idle means "no byte read", not "no command completed"
+        if self._reading_data:
+            self._data_bytes += len(data)
+            if not self.large_slot and self._data_bytes > self.listener.config.large_message_size:
+                self.listener.large_data(self)
+            if self.waiting_slot:
+                # Held back from the stream reader, which would otherwise resume reading
+                # as soon as it has consumed its buffer (its own flow control).
+                self._held.append(data)
+                self._pause()
+                return
+        super().data_received(data)
+
+    def pause_for_slot(self) -> None:
+        """No large-DATA slot is free: stop reading this client until one is (the bytes
+        stay in its TCP buffers, not in our memory). The idle timer keeps running: a
+        client left waiting that long hears 421 and retries later."""
+        self.waiting_slot = True
+        self._pause()
+
+    def _pause(self) -> None:
+        if self.transport is not None and self.transport.is_reading():  # type: ignore[attr-defined]
+            self.transport.pause_reading()  # type: ignore[attr-defined]
+
+    def resume_with_slot(self) -> None:
+        self.waiting_slot = False
+        self.large_slot = True
+        held, self._held = b"".join(self._held), []
+        if held:
+            super().data_received(held)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()  # type: ignore[attr-defined]
+            self._reset_timeout()
+
+    @syntax("DATA")  # HELP lists only methods that carry their syntax
+    async def smtp_DATA(self, arg: str) -> None:
+        self._reading_data = True
+        self._data_bytes = 0
+        self._data_deadline = self.loop.call_later(
+            self.listener.config.data_timeout, self._data_too_slow
+        )
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._end_data()
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        if command != "DATA":
+            return await super()._call_handler_hook(command, *args)
+        # The message is in: from here the wait is ours (bounded by store_timeout).
+        self._reading_data = False
+        self._cancel_data_deadline()
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+        try:
+            return await super()._call_handler_hook(command, *args)
+        finally:
+            self._reset_timeout()
+
+    def _end_data(self) -> None:
+        self._reading_data = False
+        self._cancel_data_deadline()
+        self.listener.release_large(self)
+
+    def _cancel_data_deadline(self) -> None:
+        if self._data_deadline is not None:
+            self._data_deadline.cancel()
+            self._data_deadline = None
+
+    def _data_too_slow(self) -> None:
+        log.info("data_timeout: closing client=%s after %d bytes", self.client_ip,
+                 self._data_bytes)  # fmt: skip
+        self.goodbye(REPLY_DATA_TOO_SLOW)
+
+    def _timeout_cb(self) -> None:
+        # RFC 5321 4.2.2: say why we close rather than vanish.
+        log.info("idle_timeout: closing client=%s", self.client_ip)
+        self.goodbye(REPLY_IDLE)
 
     async def push(self, status: str | bytes) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
@@ -83,7 +225,7 @@ class _IntakeProtocol(SMTP):
             self.close_transport()
 
     def goodbye(self, reply: str) -> None:
-        """Tell the client we close, then close (used on idle sessions during shutdown)."""
+        """Tell the client we close, then close (idle sessions at shutdown, timeouts)."""
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(reply.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
             self.close_transport()
@@ -139,6 +281,9 @@ class SmtpListener:
             on_accept=on_accept,
         )
         self.sessions_open: set[_IntakeProtocol] = set()
+        self.sessions_per_ip: dict[str, int] = {}
+        self.large_holders: set[_IntakeProtocol] = set()
+        self.large_waiting: list[_IntakeProtocol] = []  # FIFO
         self.on_session = on_session  # metrics: a connection opened
         self.draining = False
         self.serving = False  # from start until every session is closed
@@ -151,7 +296,10 @@ class SmtpListener:
         """Bind and serve; returns the bound address (port 0 picks a free port)."""
         if self._server is None:
             # aiosmtpd logs every command line at INFO, AUTH arguments included.
-            logging.getLogger("mail.log").setLevel(logging.WARNING)
+            mail_log = logging.getLogger("mail.log")
+            mail_log.setLevel(logging.WARNING)
+            if _DEMOTE not in mail_log.filters:
+                mail_log.addFilter(_DEMOTE)
             loop = asyncio.get_running_loop()
             self._server = await loop.create_server(self._factory, *self.bind)
             self.serving = True
@@ -186,7 +334,51 @@ class SmtpListener:
             return False, "not listening yet"
         return True, ""
 
+    def admit(self, client_ip: str) -> str | None:
+        """None when a new session from `client_ip` may open, else the 421 to answer.
+        Counted here so that one client cannot hold every session (or memory) alone."""
+        if len(self.sessions_open) >= self.config.max_sessions:
+            log.warning("refused client=%s: max_sessions reached", client_ip)
+            return REPLY_TOO_MANY_SESSIONS
+        if self.sessions_per_ip.get(client_ip, 0) >= self.config.max_sessions_per_ip:
+            log.info("refused client=%s: max_sessions_per_ip reached", client_ip)
+            return REPLY_TOO_MANY_FROM_IP
+        self.sessions_per_ip[client_ip] = self.sessions_per_ip.get(client_ip, 0) + 1
+        return None
+
+    def large_data(self, proto: _IntakeProtocol) -> None:
+        """`proto`'s DATA passed large_message_size: it gets a slot, or waits for one.
+        Slot holders never wait on anything but their own client, so no cycle forms."""
+        if proto.waiting_slot:
+            return
+        if len(self.large_holders) < self.config.max_large_in_flight:
+            self.large_holders.add(proto)
+            proto.large_slot = True
+        else:
+            self.large_waiting.append(proto)
+            proto.pause_for_slot()
+
+    def release_large(self, proto: _IntakeProtocol) -> None:
+        if proto in self.large_waiting:
+            self.large_waiting.remove(proto)
+            proto.waiting_slot = False
+        if proto not in self.large_holders:
+            return
+        self.large_holders.discard(proto)
+        proto.large_slot = False
+        while self.large_waiting and len(self.large_holders) < self.config.max_large_in_flight:
+            nxt = self.large_waiting.pop(0)
+            if nxt.transport is not None and not nxt.transport.is_closing():
+                self.large_holders.add(nxt)
+                nxt.resume_with_slot()
+
     def forget(self, proto: _IntakeProtocol) -> None:
+        if proto in self.sessions_open:
+            left = self.sessions_per_ip.get(proto.client_ip, 1) - 1
+            if left > 0:
+                self.sessions_per_ip[proto.client_ip] = left
+            else:
+                self.sessions_per_ip.pop(proto.client_ip, None)
         self.sessions_open.discard(proto)
         if self._all_closed is not None and not self.sessions_open:
             self._all_closed.set()

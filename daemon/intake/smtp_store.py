@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Engine, event
 
-from tickets.db import make_engine, make_session_factory
+from tickets.db import DbTimeouts, make_engine, make_session_factory
 from tickets.errors import describe
 from tickets.inbox import StoreUnavailable, accept_many
+
+log = logging.getLogger("buzon.intake")
 
 
 class WriteGate:
@@ -86,11 +89,16 @@ class IntakeStore:
     MAX_BATCH_BYTES = 16 * 1024 * 1024
 
     def __init__(
-        self, url: str, source: str, timeout: float, gate: WriteGate | None = None
+        self,
+        url: str,
+        source: str,
+        timeout: float,
+        gate: WriteGate | None = None,
+        timeouts: DbTimeouts | None = None,
     ) -> None:
-        self.engine = make_engine(url)
+        self.timeout = timeout
+        self.engine = make_engine(url, _intake_timeouts(timeouts or DbTimeouts(), timeout))
         self.gate = gate
-        _bound_waits(self.engine, timeout)
         self.sessions = make_session_factory(self.engine)
         self.source = source
         self._writers = 1 if self.engine.dialect.name == "sqlite" else 4
@@ -100,7 +108,9 @@ class IntakeStore:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, raw: bytes, envelope: dict[str, Any]) -> int:
-        """Store one message; returns its row id once committed, or raises StoreUnavailable."""
+        """Store one message; returns its row id once committed, or raises StoreUnavailable
+        when it was not committed within `timeout` — a hard bound whatever the database
+        does (a partition can hold a statement far beyond its server-side timeout)."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._queue.append(_Waiting(raw, envelope, future))
         if self._running < self._writers:
@@ -108,12 +118,24 @@ class IntakeStore:
             task = asyncio.create_task(self._write())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        return await future
+        try:
+            # Cancels the future on expiry: a queued message is then skipped, and one whose
+            # commit lands later is stored but unanswered — the sender retries and ingest's
+            # dedupe (Message-ID or content digest) keeps it to one article.
+            return await asyncio.wait_for(future, self.timeout)
+        except TimeoutError:
+            raise StoreUnavailable(f"no commit within {self.timeout:g}s") from None
 
     async def aclose(self) -> None:
-        """Finish the commits in progress (their senders may yet hear 250), then let go."""
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        """Finish the commits in progress (their senders may yet hear 250), then let go.
+        Bounded: a commit stuck on a partitioned database is abandoned after `timeout`."""
+        if self._tasks:
+            # Every session is closed by now: a commit still running has nobody waiting.
+            _, stuck = await asyncio.wait(set(self._tasks), timeout=min(self.timeout, 2.0))
+            if stuck:
+                log.warning("store: %d commit(s) still waiting for the database", len(stuck))
+        # A writer thread hung on the network cannot be joined; it must not block exit.
+        self._executor.shutdown(wait=False, cancel_futures=True)
         if self.gate is not None:
             self.gate.uninstall()
         self.engine.dispose()
@@ -168,25 +190,17 @@ class _Waiting:
     future: asyncio.Future[int]
 
 
-def _bound_waits(engine: Engine, seconds: float) -> None:
-    millis = int(seconds * 1000)
-    if engine.dialect.name == "sqlite":
-
-        def on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Runs after make_engine's pragmas, so it replaces their 30 s busy timeout.
-            cursor = dbapi_conn.cursor()
-            cursor.execute(f"PRAGMA busy_timeout={millis}")
-            cursor.close()
-
-    else:
-
-        def on_connect(dbapi_conn: Any, _record: Any) -> None:
-            # Outside a transaction, or a rollback would undo the SETs.
-            autocommit = dbapi_conn.autocommit
-            dbapi_conn.autocommit = True
-            with dbapi_conn.cursor() as cursor:
-                cursor.execute(f"SET lock_timeout = {millis}")
-                cursor.execute(f"SET statement_timeout = {millis}")
-            dbapi_conn.autocommit = autocommit
-
-    event.listen(engine, "connect", on_connect)
+def _intake_timeouts(base: DbTimeouts, store_timeout: float) -> DbTimeouts:
+    """The intake's waits are bounded by store_timeout: a sender should hear 451 soon,
+    while the workers may wait out a long lock. The database's own bounds end a bit
+    earlier, so that a lock or a slow server fails the commit cleanly (no row) before
+    the hard bound in `__call__` answers 451; that one is for a database that cannot
+    even say so (a partition), where the commit may still land later."""
+    seconds = store_timeout * 0.8
+    return replace(
+        base,
+        statement_timeout=seconds,
+        lock_timeout=seconds,
+        sqlite_busy_timeout=seconds,
+        pool_timeout=min(base.pool_timeout, seconds),
+    )
