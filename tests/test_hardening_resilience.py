@@ -222,7 +222,7 @@ class BuzonProcess:
         env.update(
             BUZON_DATA_DIR=str(self.tmp_path / "data"),
             BUZON_DATABASE_URL=self.url,
-            BUZON_SECRET_KEY="test-secret",
+            BUZON_SECRET_KEY="test-secret-0123456789",
             BUZON_SUPPORT_ADDRESSES=json.dumps([SUPPORT]),
             BUZON_DATABASE=json.dumps(FAST_DB),
             BUZON_INGEST__POLL_INTERVAL="0.2",
