@@ -443,6 +443,8 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path}: not found") from None
+        except OSError as exc:  # unreadable: permissions, a directory, an I/O error
+            raise ConfigError(f"config file {path}: cannot read: {exc.strerror or exc}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
     data.update(overrides)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from daemon.cli.common import EX_CONFIG, fail, with_app
+from daemon.cli.common import EX_CONFIG, fail, with_service_app
 from daemon.config import ConfigError, load_settings
 from daemon.wiring import App
 
@@ -35,7 +35,7 @@ def db_group() -> None:
 
 
 @db_group.command("upgrade")
-@with_app
+@with_service_app
 def db_upgrade(app: App) -> None:
     """Apply every pending migration (also done at every start)."""
     click.echo("schema is current")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import mailbox
 import sys
 from collections import Counter
@@ -16,6 +17,8 @@ from daemon.cli.common import EX_TEMPFAIL, emit_rows, fail, with_app
 from daemon.wiring import App
 from tickets import queries
 from tickets.inbox import StoreUnavailable, accept, reset_for_reprocess
+
+log = logging.getLogger("buzon.cli")
 
 
 @click.command("ingest")
@@ -34,15 +37,24 @@ def ingest(app: App, file: str, maildir: str | None, mbox: str | None) -> None:
         box = mailbox.Maildir(maildir, create=False) if maildir else mailbox.mbox(mbox or "")
         _backfill(app, box)
         return
-    raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    try:
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror or exc}", EX_TEMPFAIL)
     try:
         raw_id = accept(app.sessions, raw, "pipe", {"file": None if file == "-" else file})
     except StoreUnavailable as exc:
         fail(f"could not store the message: {exc}", EX_TEMPFAIL)
+    # Stored: from here on the MTA must get 0, or it would deliver the mail again; what
+    # is not processed now stays pending for the ingest worker or `inbound reprocess`.
     try:
         outcome = app.desk.ingest(raw_id)
     except OperationalError:
         click.echo(f"stored as raw message {raw_id}; processing deferred (database busy)")
+        return
+    except Exception as exc:  # the mail is safe; the error is reported, not raised
+        log.exception("raw=%s processing failed after the commit", raw_id)
+        click.echo(f"stored as raw message {raw_id}; processing failed: {type(exc).__name__}")
         return
     ticket = f" ticket #{outcome.ticket_id}" if outcome.ticket_id else ""
     click.echo(
