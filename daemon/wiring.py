@@ -13,7 +13,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 
 from jinja2 import TemplateError
@@ -47,6 +47,7 @@ from notifier.render import Renderer
 from notifier.sla_mail import StaffRouting
 from notifier.transports import MaildirTransport, SmtpTransport, Transport
 from tickets.actions import Catalogue
+from tickets.addresses import expire_bouncing
 from tickets.calendar import BusinessCalendar
 from tickets.db import make_engine, make_session_factory, upgrade
 from tickets.models import utcnow
@@ -359,12 +360,21 @@ class App:
     def deliver_counts(
         self, now: datetime, transport: Callable[[], Transport] | None = None
     ) -> Counter[str]:
-        """One delivery pass of the outbox: sent / retry / failed / skipped."""
+        """One delivery pass of the outbox: sent / retry / failed / skipped. Bouncing
+        marks past `outbound.bouncing_days` are lifted first, so the pass (and every
+        notification planned after it) mails those addresses again."""
+        self.expire_bouncing(now)
         counts = deliver_due(
             self.sessions, (transport or self.transport)(), now, self.delivery_policy
         )
         self.health.metrics.outbox_sent.inc(counts.get("sent", 0))
         return counts
+
+    def expire_bouncing(self, now: datetime) -> int:
+        """Lift bouncing marks older than `outbound.bouncing_days`; how many."""
+        days = self.settings.outbound.bouncing_days
+        with self.sessions.begin() as session:
+            return expire_bouncing(session, now - timedelta(days=days))
 
     def http_server(self, listen: str | None = None) -> HttpServer | None:
         """The endpoint of this process, or None when http.enabled is false.

@@ -11,7 +11,15 @@ from sqlalchemy.orm import Session, selectinload
 
 from tickets.errors import TicketNotFound
 from tickets.lifecycle import event_marks, time_spent
-from tickets.models import Article, OutboxMessage, RawMessage, RawState, Ticket, utcnow
+from tickets.models import (
+    Article,
+    MailAddress,
+    OutboxMessage,
+    RawMessage,
+    RawState,
+    Ticket,
+    utcnow,
+)
 from tickets.sla import SlaPolicy, clocks_of, fired_keys
 
 
@@ -221,3 +229,25 @@ def queue_figures(session: Session) -> dict[str, Any]:
         "raw_by_source": by_source,
         "outbox": {state: count for state, count in outbox},
     }
+
+
+def list_addresses(
+    session: Session, *, bouncing: bool = False, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """What we know of addresses (`bouncing`: only those marked), newest bounce first."""
+    query = (
+        select(MailAddress)
+        .order_by(MailAddress.bounced_at.desc().nulls_last(), MailAddress.email)
+        .limit(limit)
+    )
+    if bouncing:
+        query = query.where(MailAddress.bouncing.is_(True))
+    return [
+        {
+            "email": a.email,
+            "bouncing": bool(a.bouncing),
+            "bounced_at": a.bounced_at,
+            "reason": a.bounce_reason,
+        }
+        for a in session.scalars(query)
+    ]

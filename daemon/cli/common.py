@@ -21,6 +21,7 @@ from daemon.wiring import App
 from tickets.errors import TicketError, describe
 
 EX_DATAERR = 65
+EX_UNAVAILABLE = 69  # an agent's reply was recorded but reaches nobody
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
 

@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from daemon.cli import admin, doctor, inbound, outbox, run, sla, tickets
+from daemon.cli import addresses, admin, doctor, inbound, outbox, run, sla, tickets
 
 
 def _version() -> str:
@@ -30,6 +30,7 @@ for command in (
     inbound.inbound_group,
     tickets.tickets_group,
     outbox.outbox_group,
+    addresses.addresses_group,
     sla.sla_group,
     run.run,
     run.smtp,

@@ -16,7 +16,15 @@ from typing import Any
 
 import click
 
-from daemon.cli.common import DURATION, EX_DATAERR, emit, emit_rows, fail, with_app
+from daemon.cli.common import (
+    DURATION,
+    EX_DATAERR,
+    EX_UNAVAILABLE,
+    emit,
+    emit_rows,
+    fail,
+    with_app,
+)
 from daemon.wiring import App
 from notifier.mail import Queued
 from tickets import actions, queries
@@ -266,6 +274,7 @@ def tickets_reply(
         for p in attach
     ]
     blobs = BlobStore(app.settings.attachments_dir)
+    app.expire_bouncing(utcnow())  # an expired mark must not hold this answer back
     done = app.desk.act(
         number,
         lambda s, t: actions.reply(
@@ -273,6 +282,24 @@ def tickets_reply(
         ),
     )
     _report(number, "reply recorded", done.queued)
+    _fail_if_unsent(number, done.queued)
+
+
+def _fail_if_unsent(number: int, queued: list[Queued]) -> None:
+    """An answer that reaches nobody is an error the agent must see, not a detail in
+    parentheses: one line naming who was skipped and why, and a non-zero exit."""
+    if any(q.outbox_id is not None and q.recipients for q in queued):
+        return
+    skipped = [f"{e} ({r})" for q in queued for e, r in q.refused]
+    hint = ""
+    if any(r == "bouncing" for q in queued for _, r in q.refused):
+        hint = "; once the address works again: buzon addresses clear ADDRESS, then reply again"
+    fail(
+        f"ticket #{number}: the reply is on the ticket but was mailed to nobody: "
+        + (", ".join(skipped) or "no recipient")
+        + hint,
+        EX_UNAVAILABLE,
+    )
 
 
 @tickets_group.command("priority")
