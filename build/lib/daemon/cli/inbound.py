@@ -1,0 +1,126 @@
+"""Mail in by hand: `buzon ingest` (an MTA pipe, a file, a Maildir/mbox backfill) and
+`buzon inbound …` (the stored raw messages: list, reprocess)."""
+
+from __future__ import annotations
+
+import logging
+import mailbox
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy.exc import OperationalError
+
+from daemon.cli.common import EX_TEMPFAIL, emit_rows, fail, with_app
+from daemon.wiring import App
+from tickets import queries
+from tickets.inbox import StoreUnavailable, accept, reset_for_reprocess
+
+log = logging.getLogger("buzon.cli")
+
+
+@click.command("ingest")
+@click.argument("file", required=False, default="-")
+@click.option(
+    "--maildir", type=click.Path(exists=True, file_okay=False), help="Backfill a Maildir."
+)
+@click.option("--mbox", type=click.Path(exists=True, dir_okay=False), help="Backfill an mbox file.")
+@with_app
+def ingest(app: App, file: str, maildir: str | None, mbox: str | None) -> None:
+    """Ingest one mail from FILE or stdin (an MTA pipe), or backfill a Maildir/mbox.
+
+    Exit 75 (EX_TEMPFAIL) when the mail could not be stored, so the MTA retries.
+    """
+    if maildir or mbox:
+        box = mailbox.Maildir(maildir, create=False) if maildir else mailbox.mbox(mbox or "")
+        _backfill(app, box)
+        return
+    try:
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror or exc}", EX_TEMPFAIL)
+    try:
+        raw_id = accept(app.sessions, raw, "pipe", {"file": None if file == "-" else file})
+    except StoreUnavailable as exc:
+        fail(f"could not store the message: {exc}", EX_TEMPFAIL)
+    # Stored: from here on the MTA must get 0, or it would deliver the mail again; what
+    # is not processed now stays pending for the ingest worker or `inbound reprocess`.
+    try:
+        outcome = app.desk.ingest(raw_id)
+    except OperationalError:
+        click.echo(f"stored as raw message {raw_id}; processing deferred (database busy)")
+        return
+    except Exception as exc:  # the mail is safe; the error is reported, not raised
+        log.exception("raw=%s processing failed after the commit", raw_id)
+        click.echo(f"stored as raw message {raw_id}; processing failed: {type(exc).__name__}")
+        return
+    ticket = f" ticket #{outcome.ticket_id}" if outcome.ticket_id else ""
+    click.echo(
+        f"raw message {raw_id}: {outcome.state}{ticket}"
+        + (f" ({outcome.reason})" if outcome.reason else "")
+    )
+
+
+def _backfill(app: App, box: mailbox.Mailbox[Any]) -> None:
+    states: Counter[str] = Counter()
+    keys = list(box.keys())
+    with click.progressbar(keys, label="ingesting", file=sys.stderr) as bar:
+        for key in bar:
+            raw = box.get_bytes(key)
+            try:
+                raw_id = accept(app.sessions, raw, "backfill", {"key": str(key)})
+            except StoreUnavailable as exc:
+                fail(f"could not store message {key}: {exc}", EX_TEMPFAIL)
+            states[app.desk.ingest(raw_id).state] += 1
+    summary = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
+    click.echo(f"{len(keys)} messages: {summary or 'nothing to do'}")
+
+
+@click.group("inbound")
+def inbound_group() -> None:
+    """The stored raw messages (the intake queue)."""
+
+
+@inbound_group.command("list")
+@click.option(
+    "--state",
+    type=click.Choice(["pending", "processing", "processed", "ignored", "failed", "quarantined"]),
+)
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def inbound_list(app: App, state: str | None, limit: int, as_json: bool) -> None:
+    """Raw messages, newest first."""
+    with app.sessions() as session:
+        rows = queries.list_raw(session, state=state, limit=limit)
+
+    emit_rows(rows, as_json, _raw_line, "no messages")
+
+
+def _raw_line(r: dict[str, Any]) -> str:
+    return (
+        f"{r['id']:<7} {r['state']:<12} {r['source']:<8} {r['size']:>9}B "
+        f"ticket {r['ticket'] or '-':<6} {r['reason'] or ''}"
+    )
+
+
+@inbound_group.command("reprocess")
+@click.argument("raw_id", type=int, required=False)
+@click.option("--failed", is_flag=True, help="Every failed and quarantined message.")
+@with_app
+def inbound_reprocess(app: App, raw_id: int | None, failed: bool) -> None:
+    """Process a stored message again (after a fix, or once the cause is gone)."""
+    if raw_id is None and not failed:
+        raise click.UsageError("give a RAW_ID or --failed")
+    with app.sessions() as session:
+        ids = [raw_id] if raw_id is not None else queries.failed_raw_ids(session)
+    reset_for_reprocess(app.sessions, ids)
+    states: Counter[str] = Counter()
+    for one in ids:
+        states[app.desk.ingest(one).state] += 1
+    click.echo(
+        f"{len(ids)} reprocessed: "
+        + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none")
+    )

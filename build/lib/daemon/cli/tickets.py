@@ -1,0 +1,322 @@
+"""`buzon tickets …`: list and show tickets, and the agents' actions on them.
+
+Each action goes through the desk: the domain change, the SLA clocks and the outbox
+rows of its notification commit together or not at all.
+"""
+
+from __future__ import annotations
+
+import getpass
+import mimetypes
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from daemon.cli.common import (
+    DURATION,
+    EX_DATAERR,
+    EX_UNAVAILABLE,
+    emit,
+    emit_rows,
+    fail,
+    with_app,
+)
+from daemon.wiring import App
+from notifier.mail import Queued
+from tickets import actions, queries
+from tickets.blobstore import BlobStore
+from tickets.lifecycle import Status
+from tickets.models import Ticket, utcnow
+
+STATUSES = [s.value for s in Status]
+
+
+@click.group("tickets")
+def tickets_group() -> None:
+    """List and show tickets."""
+
+
+@tickets_group.command("list")
+@click.option("--status", help="Only this status (new, in_progress, ...).")
+@click.option("--level", type=click.IntRange(1, 2))
+@click.option("--requester", help="Requester's address.")
+@click.option("--breached", is_flag=True, help="Only tickets past an SLA due time.")
+@click.option("--due-within", type=DURATION, help="Only tickets due within e.g. 2h, 30m, 1d.")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def tickets_list(
+    app: App,
+    status: str | None,
+    level: int | None,
+    requester: str | None,
+    breached: bool,
+    due_within: timedelta | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Tickets, newest first (by due time with --breached / --due-within)."""
+    due_before = None
+    if breached or due_within is not None:
+        due_before = utcnow() + (due_within or timedelta(0))
+    with app.sessions() as session:
+        rows = queries.list_tickets(
+            session,
+            status=status,
+            level=level,
+            requester=requester,
+            due_before=due_before,
+            limit=limit,
+        )
+
+    emit_rows(rows, as_json, _ticket_line, "no tickets")
+
+
+def _ticket_line(t: dict[str, Any]) -> str:
+    return (
+        f"#{t['number']:<6} {t['status']:<20} L{t['level']} {t['priority']} "
+        f"{t['requester']:<30} {t['subject'][:60]}"
+    )
+
+
+@tickets_group.command("show")
+@click.argument("number", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@with_app
+def tickets_show(app: App, number: int, as_json: bool) -> None:
+    """One ticket: thread, participants, attachments and history."""
+    with app.sessions() as session:
+        data = queries.ticket_detail(session, number, utcnow())
+    emit(data, as_json, _print_ticket)
+
+
+def _print_ticket(t: dict[str, Any]) -> None:
+    click.echo(f"#{t['number']} {t['subject']}")
+    click.echo(
+        f"  status {t['status']}  level {t['level']}  priority {t['priority']}  "
+        f"category {t['category']}  language {t['language']}"
+    )
+    click.echo(
+        f"  requester {t['requester']}  assignee {t['assignee'] or '-'}  team {t['team'] or '-'}"
+    )
+    if t["parent"]:
+        click.echo(f"  follows up ticket #{t['parent']}")
+    click.echo("participants:")
+    for p in t["participants"]:
+        click.echo(f"  {p['role']:<10} {p['email']}")
+    click.echo("thread:")
+    for a in t["articles"]:
+        click.echo(f"  [{a['id']}] {a['created_at']} {a['kind']} from {a['from'] or a['author']}")
+        for line in (a["new_text"] or "").strip().splitlines()[:20]:
+            click.echo(f"      {line}")
+        for f in a["attachments"]:
+            click.echo(f"      📎 {f['filename']} ({f['content_type']}, {f['size']} bytes)")
+    click.echo("history:")
+    for e in t["events"]:
+        change = f" {e['field']}: {e['old'] or '-'} → {e['new'] or '-'}" if e["field"] else ""
+        why = "; ".join(f"{k} {e['data'][k]}" for k in ("type", "reason", "note") if k in e["data"])
+        why = f" ({why})" if why else ""
+        click.echo(f"  {e['at']} {e['kind']}{change} by {e['actor']}{why}")
+    spent = [f"level {k} {_hm(v)}" for k, v in t["time_by_level"].items()]
+    spent += [f"team {k} {_hm(v)}" for k, v in t["time_by_team"].items()]
+    click.echo("time open (h:mm): " + "  ".join(spent))
+
+
+def _hm(seconds: float) -> str:
+    return f"{int(seconds) // 3600}:{int(seconds) % 3600 // 60:02d}"
+
+
+# --- agents' actions ----------------------------------------------------------------------
+
+
+def _default_agent() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name for this uid (containers)
+        return "agent"
+
+
+def as_agent(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--as",
+        "actor",
+        envvar="BUZON_AGENT",
+        default=_default_agent,
+        show_default="$BUZON_AGENT or the OS user",
+        help="Who does this (recorded on the ticket's history).",
+    )(func)
+
+
+def _report(number: int, what: str, queued: list[Queued]) -> None:
+    mail = ""
+    for q in queued:
+        if q.outbox_id is not None:
+            mail += f"; {q.kind} mail queued for {len(q.recipients)} recipient(s)"
+            mail += f" (outbox {q.outbox_id})"
+        else:
+            mail += f"; no {q.kind} mail sent"
+        if q.refused:
+            mail += " (skipped " + ", ".join(f"{e}: {r}" for e, r in q.refused) + ")"
+    click.echo(f"ticket #{number}: {what}{mail}")
+
+
+def _read_text(file: str | None, text: str | None) -> str:
+    if text is not None:
+        return text
+    if file is None or file == "-":
+        return sys.stdin.read()
+    try:
+        return Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {file}: {exc}", EX_DATAERR)
+        raise AssertionError("unreachable") from exc
+
+
+@tickets_group.command("status")
+@click.argument("number", type=int)
+@click.argument("status", type=str)
+@click.option("--note", help="Why (kept on the history; not mailed).")
+@as_agent
+@with_app
+def tickets_status(app: App, number: int, status: str, note: str | None, actor: str) -> None:
+    """Move a ticket to STATUS (new, in_progress, waiting_on_customer, on_hold, resolved,
+    closed); customers and watchers are told."""
+    done = app.desk.act(
+        number, lambda s, t: actions.set_status(s, t, status.strip().lower(), actor, note)
+    )
+    _report(number, f"now {status}", done.queued)
+
+
+@tickets_group.command("assign")
+@click.argument("number", type=int)
+@click.option("--agent", help="The agent who handles it.")
+@click.option("--team", help="The team that handles it.")
+@as_agent
+@with_app
+def tickets_assign(app: App, number: int, agent: str | None, team: str | None, actor: str) -> None:
+    """Give a ticket to an agent and/or a team; the customer hears who handles it."""
+    done = app.desk.act(
+        number,
+        lambda s, t: actions.assign(s, t, actor, agent=agent, team=team, catalogue=app.catalogue),
+    )
+    who = " / ".join(x for x in (agent, team) if x)
+    _report(number, f"assigned to {who}", done.queued)
+
+
+@tickets_group.command("escalate")
+@click.argument("number", type=int)
+@click.option("--team", required=True, help="The team or specialty that takes it over.")
+@click.option("--reason", required=True, help="Why: the more detail, the better.")
+@click.option("--type", "escalation_type", required=True, help="Escalation type (a category).")
+@as_agent
+@with_app
+def tickets_escalate(
+    app: App, number: int, team: str, reason: str, escalation_type: str, actor: str
+) -> None:
+    """Move a ticket to the second level: the team gets it as new, with an internal note.
+    Customers are not told."""
+    app.desk.act(
+        number,
+        lambda s, t: actions.escalate(
+            s,
+            t,
+            actor,
+            team=team,
+            reason=reason,
+            escalation_type=escalation_type,
+            catalogue=app.catalogue,
+        ),
+    )
+    click.echo(f"ticket #{number}: escalated to {team} (level 2, status new)")
+
+
+@tickets_group.command("note")
+@click.argument("number", type=int)
+@click.argument("text", required=False)
+@click.option("--file", "file", help="Read the note from a file ('-' for stdin).")
+@as_agent
+@with_app
+def tickets_note(app: App, number: int, text: str | None, file: str | None, actor: str) -> None:
+    """Add an internal note (TEXT, --file or stdin); never mailed."""
+    body = _read_text(file, text)
+    app.desk.act(number, lambda s, t: actions.add_note(s, t, actor, body))
+    click.echo(f"ticket #{number}: note added")
+
+
+@tickets_group.command("reply")
+@click.argument("number", type=int)
+@click.option("--file", "file", required=True, help="The answer's text ('-' for stdin).")
+@click.option(
+    "--attach",
+    "attach",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A file to attach (repeatable).",
+)
+@click.option("--status", type=click.Choice(STATUSES), help="Also move the ticket to this.")
+@as_agent
+@with_app
+def tickets_reply(
+    app: App, number: int, file: str, attach: tuple[str, ...], status: str | None, actor: str
+) -> None:
+    """Answer the customer (and watchers) by mail, with attachments."""
+    body = _read_text(file, None)
+    files = [
+        actions.NewAttachment(
+            Path(p).name,
+            mimetypes.guess_type(p)[0] or "application/octet-stream",
+            Path(p).read_bytes(),
+        )
+        for p in attach
+    ]
+    blobs = BlobStore(app.settings.attachments_dir)
+    app.expire_bouncing(utcnow())  # an expired mark must not hold this answer back
+    done = app.desk.act(
+        number,
+        lambda s, t: actions.reply(
+            s, t, actor, body, attachments=files, blobs=blobs, status=status
+        ),
+    )
+    _report(number, "reply recorded", done.queued)
+    _fail_if_unsent(number, done.queued)
+
+
+def _fail_if_unsent(number: int, queued: list[Queued]) -> None:
+    """An answer that reaches nobody is an error the agent must see, not a detail in
+    parentheses: one line naming who was skipped and why, and a non-zero exit."""
+    if any(q.outbox_id is not None and q.recipients for q in queued):
+        return
+    skipped = [f"{e} ({r})" for q in queued for e, r in q.refused]
+    hint = ""
+    if any(r == "bouncing" for q in queued for _, r in q.refused):
+        hint = "; once the address works again: buzon addresses clear ADDRESS, then reply again"
+    fail(
+        f"ticket #{number}: the reply is on the ticket but was mailed to nobody: "
+        + (", ".join(skipped) or "no recipient")
+        + hint,
+        EX_UNAVAILABLE,
+    )
+
+
+@tickets_group.command("priority")
+@click.argument("number", type=int)
+@click.option("--impact", required=True, help="high, medium or low (as configured).")
+@click.option("--urgency", required=True, help="high, medium or low (as configured).")
+@as_agent
+@with_app
+def tickets_priority(app: App, number: int, impact: str, urgency: str, actor: str) -> None:
+    """Set impact and urgency; the priority follows from the matrix."""
+    done = app.desk.act(
+        number,
+        lambda s, t: actions.set_priority(
+            s, t, actor, impact=impact, urgency=urgency, matrix=app.catalogue.matrix
+        ),
+    )
+    with app.sessions() as session:
+        ticket = session.get(Ticket, number)
+        priority = ticket.priority if ticket else "?"
+    click.echo(f"ticket #{number}: priority {priority}" + ("" if done.changes else " (unchanged)"))

@@ -1,0 +1,458 @@
+"""One validated configuration: a TOML file overlaid by BUZON_* environment variables.
+
+Every setting has its home here; the rest of the code receives the sub-model it needs.
+A bad value stops start-up with one line naming the key (`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from datetime import date, time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from tickets.actions import DEFAULT_CATEGORIES
+from tickets.addresses import is_own
+from tickets.priority import DEFAULT_MATRIX, validate_matrix
+from tickets.sla import DEFAULT_TARGETS
+
+_EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+$")
+_HOSTPORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line for ops."""
+
+
+def _check_email(value: str) -> str:
+    value = value.strip().lower()
+    if not _EMAIL.match(value):
+        raise ValueError(f"not an email address: {value!r}")
+    return value
+
+
+def check_hostport(value: str) -> str:
+    match = _HOSTPORT.match(value)
+    if not match or not 0 < int(match.group(2)) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IngestConfig(_Section):
+    max_attempts: int = Field(3, ge=1, le=100)  # then the message is quarantined
+    batch_size: int = Field(50, ge=1, le=10_000)
+    poll_interval: float = Field(2.0, gt=0)  # seconds between scans for pending rows
+    stale_claim_seconds: int = Field(300, ge=10)  # a claim older than this was a crash
+    max_message_size: int = Field(50 * 1024 * 1024, ge=1024)
+
+
+class SmtpConfig(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:2525"
+    lmtp: bool = False
+    hostname: str | None = None  # announced in the greeting; the machine's name if unset
+    max_message_size: int = Field(25 * 1024 * 1024, ge=1024)
+    max_recipients: int = Field(50, ge=1)
+    max_messages_per_connection: int = Field(1000, ge=1)
+    max_errors_per_connection: int = Field(10, ge=1)
+    idle_timeout: float = Field(300.0, gt=0)
+    shutdown_grace: float = Field(20.0, ge=0)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    require_tls: bool = False
+    auth_users: dict[str, str] = Field(default_factory=dict)  # user -> password
+    auth_required: bool = False
+    # How long one accept may wait for a locked or slow store before answering 451
+    # (SQLite busy timeout, PostgreSQL lock/statement timeout of the intake's connections).
+    store_timeout: float = Field(30.0, gt=0, le=600)
+
+    _listen = field_validator("listen")(classmethod(lambda cls, v: check_hostport(v)))
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SmtpConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        # AUTH is only offered inside TLS, so users without a certificate could never log in.
+        if (self.auth_users or self.require_tls) and self.tls_cert is None:
+            raise ValueError("auth_users and require_tls need tls_cert and tls_key")
+        if self.auth_required and not self.auth_users:
+            raise ValueError("auth_required needs auth_users")
+        return self
+
+
+class ImapMailbox(_Section):
+    name: str
+    host: str
+    port: int = Field(993, gt=0, lt=65536)
+    security: Literal["tls", "starttls", "none"] = "tls"
+    user: str
+    password: str | None = None
+    password_file: Path | None = None
+    oauth2_token_command: str | None = None
+    oauth2_token_file: Path | None = None
+    folder: str = "INBOX"
+    after_ingest: Literal["seen", "move", "delete"] = "seen"
+    processed_folder: str = "Processed"
+    error_folder: str = "Errors"
+    poll_interval: float = Field(60.0, gt=0)
+    idle: bool = True
+    idle_renew_seconds: float = Field(25 * 60, gt=0, le=29 * 60)
+    batch_size: int = Field(50, ge=1, le=1000)
+    max_message_size: int = Field(25 * 1024 * 1024, ge=1024)
+    oversize_policy: Literal["skip", "error_folder"] = "error_folder"
+    ca_file: Path | None = None
+    # Bodies fetched at once stay under this many bytes: the poller's memory bound.
+    fetch_batch_bytes: int = Field(32 * 1024 * 1024, ge=64 * 1024)
+    timeout: float = Field(60.0, gt=0)  # socket connect/read timeout, seconds
+    # How long a token from oauth2_token_command is reused when it states no expires_in.
+    oauth2_token_lifetime: int = Field(3000, ge=60)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", value):
+            raise ValueError("use letters, digits, '.', '_' or '-' (it names files and leases)")
+        return value
+
+    @model_validator(mode="after")
+    def _folders(self) -> ImapMailbox:
+        if self.after_ingest == "move" and not self.processed_folder:
+            raise ValueError("after_ingest = 'move' needs processed_folder")
+        if self.processed_folder == self.folder or self.error_folder == self.folder:
+            raise ValueError("processed_folder and error_folder must differ from folder")
+        return self
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ImapMailbox:
+        secrets_given = [
+            self.password,
+            self.password_file,
+            self.oauth2_token_command,
+            self.oauth2_token_file,
+        ]
+        if sum(s is not None for s in secrets_given) != 1:
+            raise ValueError(
+                "set exactly one of password, password_file, oauth2_token_command, "
+                "oauth2_token_file"
+            )
+        return self
+
+
+class ImapConfig(_Section):
+    lease_seconds: int = Field(60, ge=2)  # a dead poller's mailbox is free after this
+    reconnect_min_seconds: float = Field(1.0, gt=0)  # backoff after an outage starts here
+    reconnect_max_seconds: float = Field(300.0, gt=0)  # ... and doubles up to this
+    mailboxes: list[ImapMailbox] = Field(default_factory=list)
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _unique_names(cls, values: list[ImapMailbox]) -> list[ImapMailbox]:
+        names = [m.name for m in values]
+        if len(set(names)) != len(names):
+            raise ValueError("mailbox names must be unique")
+        return values
+
+
+class OutboundConfig(_Section):
+    relay: str | None = None  # HOST:PORT; unset → write to the local maildir
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    user: str | None = None
+    password: str | None = None
+    timeout: float = Field(30.0, gt=0)
+    maildir: Path | None = None  # default: <data_dir>/outbox-maildir
+    from_name: str = "Soporte"
+    max_attempts: int = Field(10, ge=1)
+    retry_base_seconds: float = Field(60.0, gt=0)
+    budget_per_recipient: int = Field(20, ge=1)  # automatic mails per recipient per window
+    budget_per_ticket: int = Field(30, ge=1)
+    budget_window_seconds: int = Field(3600, ge=60)
+    retry_max_seconds: float = Field(6 * 3600, gt=0)  # the backoff doubles up to this
+    ca_file: Path | None = None  # trust for a relay with a private certificate
+    templates_dir: Path | None = None  # <dir>/<es|en>/<name> overrides the built-in templates
+    batch_size: int = Field(50, ge=1, le=1000)  # mails claimed per delivery pass
+    # An address marked bouncing (a 5xx or a bounce notice) is mailed again after this
+    # many days; a mail from it or a delivery to it lifts the mark at once.
+    bouncing_days: float = Field(30.0, gt=0)
+    # A claimed mail is another job's after this long: well above timeout, so that a
+    # slow send is never taken over (and doubled) by a second job.
+    claim_seconds: int = Field(600, ge=30)
+
+    @field_validator("relay")
+    @classmethod
+    def _relay(cls, value: str | None) -> str | None:
+        return None if value in (None, "") else check_hostport(value)
+
+    @model_validator(mode="after")
+    def _auth_pair(self) -> OutboundConfig:
+        if (self.user is None) != (self.password is None):
+            raise ValueError("user and password must be set together")
+        if self.claim_seconds <= self.timeout * 4:
+            raise ValueError("claim_seconds must exceed four times timeout")
+        return self
+
+
+class TicketsConfig(_Section):
+    """The names agents choose from: categories (= escalation types), teams, priority."""
+
+    # Seed 001's escalation types; also the ticket categories.
+    categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES))
+    teams: list[str] = Field(default_factory=list)  # empty: any team name is accepted
+    # team → staff addresses: who gets SLA warnings of an unassigned ticket of the team.
+    team_addresses: dict[str, list[str]] = Field(default_factory=dict)
+    # priority_matrix[impact][urgency] = P1…P4 (seed 003); default: the usual ITIL grid.
+    priority_matrix: dict[str, dict[str, str]] = Field(
+        default_factory=lambda: {i: dict(row) for i, row in DEFAULT_MATRIX.items()}
+    )
+
+    @field_validator("categories")
+    @classmethod
+    def _categories(cls, values: list[str]) -> list[str]:
+        names = [v.strip().lower() for v in values]
+        if not names or any(not re.match(r"^[a-z0-9_]{1,64}$", n) for n in names):
+            raise ValueError("categories are names of letters, digits and '_' (at least one)")
+        return names
+
+    @field_validator("team_addresses")
+    @classmethod
+    def _team_addresses(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return {team: [_check_email(a) for a in addresses] for team, addresses in value.items()}
+
+    @field_validator("priority_matrix")
+    @classmethod
+    def _matrix(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        value = {i.lower(): {u.lower(): p.upper() for u, p in r.items()} for i, r in value.items()}
+        validate_matrix(value)
+        return value
+
+
+class HttpConfig(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8025"
+
+    _listen = field_validator("listen")(classmethod(lambda cls, v: check_hostport(v)))
+
+
+class SlaTargetConfig(_Section):
+    first_response_hours: float = Field(gt=0)
+    resolution_hours: float = Field(gt=0)
+
+
+class SlaConfig(_Section):
+    """Business calendar, targets per priority (business hours) and the escalation ladder."""
+
+    timezone: str = "America/Mexico_City"
+    workdays: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4])  # 0 = Monday
+    day_start: time = time(9)
+    day_end: time = time(18)
+    holidays_country: str | None = "MX"  # ISO code for the holidays library; None = none
+    holidays_subdivision: str | None = None
+    extra_holidays: list[date] = Field(default_factory=list)
+    targets: dict[str, SlaTargetConfig] = Field(
+        default_factory=lambda: {
+            p: SlaTargetConfig(
+                first_response_hours=t.first_response_hours, resolution_hours=t.resolution_hours
+            )
+            for p, t in DEFAULT_TARGETS.items()
+        }
+    )
+    category_targets: dict[str, dict[str, SlaTargetConfig]] = Field(default_factory=dict)
+    warn_share: float = Field(0.75, gt=0, lt=1)
+    tier1_addresses: list[str] = Field(default_factory=list)  # team leads
+    tier2_addresses: list[str] = Field(default_factory=list)  # managers
+    tier2_after_hours: float = Field(4.0, gt=0)
+    level1_breach_to_level2: bool = False
+    level1_breach_team: str | None = None
+    scan_interval_seconds: float = Field(60.0, gt=0)
+    outbox_interval_seconds: float = Field(15.0, gt=0)
+    auto_close_after_days: float = Field(7.0, gt=0)
+    reminder_after_days: float = Field(3.0, gt=0)
+    survey: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        import pytz
+
+        if value not in pytz.all_timezones_set:
+            raise ValueError(f"unknown time zone {value!r}")
+        return value
+
+    @field_validator("holidays_country")
+    @classmethod
+    def _country(cls, value: str | None) -> str | None:
+        import holidays
+
+        if value and value.upper() not in holidays.list_supported_countries():
+            raise ValueError(f"the holidays library does not know country {value!r}")
+        return value.upper() if value else None
+
+    @field_validator("workdays")
+    @classmethod
+    def _days(cls, value: list[int]) -> list[int]:
+        if not value or any(d not in range(7) for d in value):
+            raise ValueError("workdays are numbers 0 (Monday) to 6 (Sunday)")
+        return value
+
+    @field_validator("tier1_addresses", "tier2_addresses")
+    @classmethod
+    def _emails(cls, values: list[str]) -> list[str]:
+        return [_check_email(v) for v in values]
+
+    @model_validator(mode="after")
+    def _hours(self) -> SlaConfig:
+        if self.day_end <= self.day_start:
+            raise ValueError("day_end must be after day_start")
+        missing = {"P1", "P2", "P3", "P4"} - set(self.targets)
+        if missing:
+            raise ValueError(f"targets missing for {', '.join(sorted(missing))}")
+        return self
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_format: bool = Field(False, alias="json")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BUZON_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    data_dir: Path = Path("buzon-data")
+    database_url: str | None = None  # default: SQLite file under data_dir
+    support_addresses: list[str] = Field(default_factory=lambda: ["soporte@localhost"])
+    support_domains: list[str] = Field(default_factory=list)  # accept any address there
+    aliases: list[str] = Field(default_factory=list)  # more of our own addresses
+    agents: list[str] = Field(default_factory=list)  # agents' addresses
+    # Default: generated once into data_dir/secret.key. Shared by every instance.
+    secret_key: str | None = Field(None, min_length=16)
+    subject_tag: str = "[#{number}]"
+    tag_requires_participant: bool = True
+    honour_reply_to: bool = False
+    default_language: Literal["es", "en"] = "es"
+    instance_name: str | None = None  # distinguishes instances sharing one database
+    ingest: IngestConfig = IngestConfig()
+    smtp: SmtpConfig = SmtpConfig()
+    imap: ImapConfig = ImapConfig()
+    outbound: OutboundConfig = OutboundConfig()
+    tickets: TicketsConfig = TicketsConfig()
+    http: HttpConfig = HttpConfig()
+    sla: SlaConfig = SlaConfig()
+    log: LogConfig = LogConfig()
+
+    @field_validator("support_addresses", "aliases", "agents")
+    @classmethod
+    def _emails(cls, values: list[str]) -> list[str]:
+        return [_check_email(v) for v in values]
+
+    @field_validator("support_domains")
+    @classmethod
+    def _domains(cls, values: list[str]) -> list[str]:
+        return [v.strip().lower().lstrip("@") for v in values]
+
+    @field_validator("support_addresses")
+    @classmethod
+    def _not_empty(cls, values: list[str]) -> list[str]:
+        if not values:
+            raise ValueError("at least one support address is needed")
+        return values
+
+    @field_validator("subject_tag")
+    @classmethod
+    def _tag(cls, value: str) -> str:
+        if value.count("{number}") != 1:
+            raise ValueError("must contain {number} exactly once")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _db_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(sqlite|postgresql)(\+\w+)?://", value):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file, which arrives as init keywords.
+        return (env_settings, init_settings)
+
+    # Derived values, so that nobody recomputes them differently.
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'buzon.db').resolve()}"
+
+    @property
+    def attachments_dir(self) -> Path:
+        return self.data_dir / "attachments"
+
+    @property
+    def outbox_maildir(self) -> Path:
+        return self.outbound.maildir or self.data_dir / "outbox-maildir"
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        return frozenset(self.support_addresses) | frozenset(self.aliases)
+
+    @property
+    def primary_address(self) -> str:
+        return self.support_addresses[0]
+
+    def is_own_address(self, email: str) -> bool:
+        return is_own(email, self.own_addresses, self.support_domains)
+
+
+def _format_error(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown setting"
+        parts.append(f"{key}: {message}")
+    return "; ".join(parts)
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if any), overlay BUZON_* variables, validate everything."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path}: not found") from None
+        except OSError as exc:  # unreadable: permissions, a directory, an I/O error
+            raise ConfigError(f"config file {path}: cannot read: {exc.strerror or exc}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        where = f"config {path}" if path else "config"
+        raise ConfigError(f"{where}: {_format_error(exc)}") from None

@@ -1,0 +1,145 @@
+"""The desk: the one transaction seam through which every interface changes tickets.
+
+Mail (ingest), the CLI (agents' actions) and the scheduler (SLA scan, auto-close,
+reminders) all come here. Whatever changes a ticket, the same things follow inside the
+same transaction (DESIGN invariant 10): the SLA clocks are refreshed, then the notifier
+writes the outbox rows, so that the mail exists exactly when the change does.
+
+The desk is built from explicit parts by `daemon.wiring`; it knows no configuration
+file and no runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from notifier.mail import Queued
+from notifier.notify import Notifier
+from notifier.sla_mail import StaffRouting, notify_sla
+from tickets import actions, sla
+from tickets.changes import Change
+from tickets.housekeeping import close_resolved, tickets_to_remind
+from tickets.ingest import Outcome, process
+from tickets.models import Ticket, utcnow
+from tickets.policy import MailPolicy
+from tickets.sla import SlaPolicy, fired_keys, refresh
+
+Action = Callable[[Session, Ticket], list[Change]]
+
+BATCH = 500  # tickets per scheduled transaction: short transactions, bounded memory
+MAX_BATCHES = 1000  # a guard: a pass never loops forever, the next run goes on
+
+
+@dataclass(frozen=True)
+class Acted:
+    """What one agent action did: the domain changes and the mail they caused."""
+
+    changes: list[Change]
+    queued: list[Queued]
+
+
+class Desk:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        policy: MailPolicy,
+        sla_policy: SlaPolicy,
+        notifier: Notifier,
+        routing: StaffRouting,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        batch: int = BATCH,
+    ) -> None:
+        self.sessions = sessions
+        self.policy = policy
+        self.sla_policy = sla_policy
+        self.notifier = notifier
+        self.routing = routing
+        self.clock = clock
+        self.batch = batch
+
+    # --- what follows every change -------------------------------------------------------
+
+    def after_change(
+        self, session: Session, changes: list[Change], now: datetime | None = None
+    ) -> list[Queued]:
+        """Inside the change's transaction: SLA clocks first (the mail may show them),
+        then the outbox rows."""
+        now = now or self.clock()
+        for ticket_id in dict.fromkeys(c.ticket_id for c in changes):
+            ticket = session.get(Ticket, ticket_id)
+            if ticket is not None:
+                refresh(ticket, self.sla_policy, now, fired_keys(session, ticket_id))
+        return self.notifier.notify(session, changes, now)
+
+    # --- the interfaces ------------------------------------------------------------------
+
+    def ingest(self, raw_id: int) -> Outcome:
+        """Turn one stored raw message into tickets (every intake, pipe and reprocess)."""
+        return process(self.sessions, self.policy, raw_id, self._after_ingest)
+
+    def act(self, number: int, action: Action, now: datetime | None = None) -> Acted:
+        """One agent action on ticket `number`, in one transaction with its mail."""
+        with self.sessions.begin() as session:
+            ticket = actions.load_ticket(session, number)
+            changes = action(session, ticket)
+            queued = self.after_change(session, changes, now)
+        return Acted(changes, queued)
+
+    # --- the scheduled passes ------------------------------------------------------------
+
+    def scan_sla(self, now: datetime) -> int:
+        """Act on every ticket whose SLA check is due, staff mail included."""
+
+        def one(session: Session) -> tuple[int, int]:
+            found = sla.scan(session, self.sla_policy, now, self.batch)
+            notify_sla(
+                session,
+                found.changes,
+                self.notifier.settings,
+                self.notifier.renderer,
+                self.routing,
+                now,
+            )
+            return found.checked, len(found.changes)
+
+        return self._in_batches(one)
+
+    def auto_close(self, now: datetime, after_days: float) -> int:
+        """Close tickets resolved more than `after_days` ago (seed 004)."""
+
+        def one(session: Session) -> tuple[int, int]:
+            changes = close_resolved(session, now, after_days, self.batch)
+            self.after_change(session, changes, now)
+            return len(changes), len(changes)
+
+        return self._in_batches(one)
+
+    def remind(self, now: datetime, after_days: float) -> int:
+        """Remind customers whose ticket has waited on them for `after_days`."""
+
+        def one(session: Session) -> tuple[int, int]:
+            tickets = tickets_to_remind(session, now, after_days, self.batch)
+            for ticket in tickets:
+                self.notifier.remind(session, ticket, now)
+            return len(tickets), len(tickets)
+
+        return self._in_batches(one)
+
+    def _in_batches(self, one: Callable[[Session], tuple[int, int]]) -> int:
+        """Run `one` transaction after another until a batch comes back short."""
+        total = 0
+        for _ in range(MAX_BATCHES):
+            with self.sessions.begin() as session:
+                taken, done = one(session)
+            total += done
+            if taken < self.batch:
+                break
+        return total
+
+    def _after_ingest(self, session: Session, changes: list[Change]) -> None:
+        self.after_change(session, changes)

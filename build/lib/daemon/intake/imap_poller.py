@@ -1,0 +1,556 @@
+"""The IMAP poller: one mailbox, worked by UID, exactly once, IDLE when offered.
+
+For every message above the last UID ingested (never UNSEEN: a mail read in Outlook
+still counts) it fetches RFC822.SIZE first, then BODY.PEEK[] in batches bounded by
+count and bytes, commits the exact bytes (`accept`), has the desk process that row at
+once, and only then marks, moves or deletes the message on the server. The last UID and the
+UIDVALIDITY live in `imap_mailboxes`; a UIDVALIDITY change refetches the folder and
+the store's dedupe (plus a lookup of the same bytes stored earlier) keeps it to one
+article per mail. A lease (`imap:<name>`) keeps other instances off the mailbox.
+
+The IMAP client is blocking, so the poller runs in a thread; `run` adapts it to the
+service's asyncio components. The connection comes from a `connect` factory that
+wiring builds from the config (tests point it at a private Dovecot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import imaplib
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from imapclient import IMAPClient, SocketTimeout
+from imapclient.exceptions import IMAPClientError, LoginError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from daemon.config import ImapMailbox
+from daemon.intake.imap_auth import Credentials, TokenError
+from tickets import leases
+from tickets.inbox import StoreUnavailable, accept, record_unfetched, stored_before
+from tickets.models import ImapMailboxState, RawState, utcnow
+
+log = logging.getLogger("buzon.imap")
+
+Connect = Callable[[], IMAPClient]
+
+SEEN = b"\\Seen"
+FLAGGED = b"\\Flagged"
+SIZE_CHUNK = 1000  # UIDs whose sizes are asked at once: bounds that response too
+FAILED_STATES = (RawState.FAILED, RawState.QUARANTINED)
+
+
+class LeaseLost(Exception):
+    """Another instance holds the mailbox now; stop touching it."""
+
+
+class MailboxTrouble(Exception):
+    """The server reported a problem with the selected folder (e.g. it was deleted and
+    recreated under us): reconnect and select it afresh, checking UIDVALIDITY."""
+
+
+# What a lost server, network or database looks like; anything else is a bug and
+# ends the component so that the supervisor restarts the process.
+TRANSIENT = (
+    OSError,
+    imaplib.IMAP4.error,  # IMAPClientError, LoginError and the connection-abort error
+    OperationalError,
+    StoreUnavailable,
+    TokenError,
+    MailboxTrouble,
+)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    min_seconds: float = 1.0
+    max_seconds: float = 300.0
+
+    def delay(self, failures: int) -> float:
+        """Exponential with jitter, so many instances do not reconnect in step."""
+        cap = min(self.max_seconds, self.min_seconds * 2 ** min(max(failures - 1, 0), 30))
+        return float(cap / 2 + random.uniform(0, cap / 2))
+
+
+def connect_factory(mailbox: ImapMailbox) -> Connect:
+    """Opens a connection as configured (TLS, STARTTLS or plain); login is the poller's."""
+
+    def connect() -> IMAPClient:
+        tls = mailbox.security != "none"
+        context = (
+            ssl.create_default_context(cafile=mailbox.ca_file and str(mailbox.ca_file))
+            if tls
+            else None
+        )
+        timeout = SocketTimeout(connect=min(mailbox.timeout, 30.0), read=mailbox.timeout)
+        client = IMAPClient(
+            mailbox.host,
+            mailbox.port,
+            ssl=mailbox.security == "tls",
+            ssl_context=context,
+            timeout=timeout,
+        )
+        if mailbox.security == "starttls":
+            try:
+                client.starttls(context)
+            except BaseException:
+                client.shutdown()
+                raise
+        return client
+
+    return connect
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the log: the kind of failure, never a secret (login errors included)."""
+    if isinstance(exc, LoginError):
+        return "LoginError: the server refused the login"
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
+class ImapPoller:
+    def __init__(
+        self,
+        mailbox: ImapMailbox,
+        *,
+        connect: Connect,
+        credentials: Credentials,
+        sessions: sessionmaker[Session],
+        ingest: Callable[[int], str],
+        holder: str,
+        lease_seconds: float = 60,
+        backoff: Backoff | None = None,
+        check_interval: float = 0.5,
+        on_accept: Callable[[], None] | None = None,
+        on_outcome: Callable[[str], None] | None = None,
+    ) -> None:
+        self.mailbox = mailbox
+        self.connect = connect
+        self.credentials = credentials
+        self.sessions = sessions
+        self.holder = holder
+        # Turns a stored row into tickets and returns its state (the desk; the benchmark
+        # passes a stand-in to measure the poller's own cost).
+        self.ingest = ingest
+        self.lease_name = f"imap:{mailbox.name}"
+        self.lease_seconds = lease_seconds
+        self.backoff = backoff or Backoff()
+        self.check_interval = check_interval  # how soon IDLE notices stop/lease duties
+        self.last_uid = 0
+        self.uidvalidity: int | None = None
+        self.counts: dict[str, int] = {}
+        # Metrics hooks: a message stored, and the state each message ended in.
+        self.on_accept = on_accept
+        self.on_outcome = on_outcome
+        self.working = threading.Event()  # set while this poller holds and works the box
+        self._failures = 0
+        self._outage_since: float | None = None
+        self._standing_by = False
+        self._lease_renewed = 0.0
+        self._folders: set[str] = set()
+
+    # --- running ----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """The service component: works in a thread until `stop` is set."""
+        halt = threading.Event()
+        waiter = asyncio.ensure_future(stop.wait())
+        waiter.add_done_callback(lambda _: halt.set())
+        try:
+            await asyncio.to_thread(self.run_blocking, halt)
+        finally:
+            halt.set()
+            waiter.cancel()
+
+    def run_blocking(self, halt: threading.Event) -> None:
+        """Hold the lease and work the mailbox; reconnect with backoff after outages."""
+        try:
+            while not halt.is_set():
+                halt.wait(self._one_session(halt))
+        finally:
+            self.working.clear()
+            self._release_lease()
+
+    def _one_session(self, halt: threading.Event) -> float:
+        """Work one connection until it ends; return how long to wait before the next."""
+        try:
+            if not self._take_lease():
+                return self.lease_seconds / 3
+            self._work(halt)
+            return 0.0
+        except LeaseLost:
+            log.warning("mailbox=%s lease lost to another instance; standing by", self.name)
+            return self.lease_seconds / 3
+        except TRANSIENT as exc:
+            return self._outage(exc)
+        finally:
+            self.working.clear()
+
+    def _work(self, halt: threading.Event) -> None:
+        with self.connect() as client:
+            self._folders = set()
+            self._login(client)
+            self._select(client)
+            self.working.set()
+            idle = self.mailbox.idle and client.has_capability("IDLE")
+            while not halt.is_set():
+                self._sync(client, halt)
+                self._recovered()
+                if idle:
+                    self._idle(client, halt)
+                else:
+                    self._pause(halt)
+
+    @property
+    def name(self) -> str:
+        return self.mailbox.name
+
+    @property
+    def standing_by(self) -> bool:
+        """Another instance holds the mailbox's lease: this one is a healthy spare."""
+        return self._standing_by
+
+    def ready(self) -> tuple[bool, str]:
+        """Ready while connected, or while a healthy spare."""
+        if self.working.is_set():
+            return True, ""
+        if self.standing_by:
+            return True, "standing by: another instance holds the mailbox"
+        return False, "not connected"
+
+    # --- outages ----------------------------------------------------------------------------
+
+    def _outage(self, exc: BaseException) -> float:
+        """One log line when an outage starts (not per retry); the delay before retrying."""
+        self._failures += 1
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning(
+                "mailbox=%s unavailable, retrying with backoff: %s", self.name, describe(exc)
+            )
+        self._record_error(describe(exc))
+        return self.backoff.delay(self._failures)
+
+    def _recovered(self) -> None:
+        if self._outage_since is not None:
+            lasted = time.monotonic() - self._outage_since
+            log.info(
+                "mailbox=%s available again after %.1fs (%d attempts)",
+                self.name,
+                lasted,
+                self._failures,
+            )
+        self._outage_since = None
+        self._failures = 0
+
+    def _record_error(self, error: str) -> None:
+        try:
+            with self.sessions.begin() as session:
+                self._state(session).last_error = error[:1000]
+        except OperationalError:
+            pass  # the database may be the thing that is down; the log line stands
+
+    # --- lease ------------------------------------------------------------------------------
+
+    def _take_lease(self) -> bool:
+        held = leases.acquire(self.sessions, self.lease_name, self.holder, self.lease_seconds)
+        if held:
+            self._lease_renewed = time.monotonic()
+            if self._standing_by:
+                log.info("mailbox=%s lease taken over by %s", self.name, self.holder)
+        elif not self._standing_by:
+            log.info("mailbox=%s is worked by another instance; standing by", self.name)
+        self._standing_by = not held
+        return held
+
+    def _keep_lease(self) -> None:
+        """Renew once a third of the lease has passed; raise LeaseLost if it went to another."""
+        if time.monotonic() - self._lease_renewed < self.lease_seconds / 3:
+            return
+        if not leases.acquire(self.sessions, self.lease_name, self.holder, self.lease_seconds):
+            raise LeaseLost(self.lease_name)
+        self._lease_renewed = time.monotonic()
+
+    def _release_lease(self) -> None:
+        with contextlib.suppress(OperationalError):  # it lapses by itself after lease_seconds
+            leases.release(self.sessions, self.lease_name, self.holder)
+
+    # --- session start ----------------------------------------------------------------------
+
+    def _login(self, client: IMAPClient) -> None:
+        try:
+            self.credentials.login(client)
+        except LoginError:
+            self.credentials.invalidate()  # a stale token: fetch a fresh one next time
+            raise
+        with self.sessions.begin() as session:
+            state = self._state(session)
+            state.last_success_at = utcnow()
+            state.token_refreshed_at = self.credentials.refreshed_at
+
+    def _select(self, client: IMAPClient) -> None:
+        info = client.select_folder(self.mailbox.folder)
+        uidvalidity = int(info[b"UIDVALIDITY"])
+        with self.sessions.begin() as session:
+            state = self._state(session)
+            if state.uidvalidity != uidvalidity:
+                if state.uidvalidity is not None:
+                    log.warning(
+                        "mailbox=%s UIDVALIDITY changed %s -> %s; resynchronising the folder",
+                        self.name,
+                        state.uidvalidity,
+                        uidvalidity,
+                    )
+                state.uidvalidity, state.last_uid = uidvalidity, 0
+            self.last_uid = state.last_uid
+            self.uidvalidity = uidvalidity
+
+    def _state(self, session: Session) -> ImapMailboxState:
+        state = session.get(ImapMailboxState, self.name)
+        if state is None:
+            state = ImapMailboxState(name=self.name, last_uid=0)
+            session.add(state)
+        return state
+
+    # --- waiting for mail -------------------------------------------------------------------
+
+    def _idle(self, client: IMAPClient, halt: threading.Event) -> None:
+        """IDLE until news, the RFC 2177 renewal time, or stop; keeps the lease meanwhile."""
+        client.idle()
+        problem: Exception | None = None
+        deadline = time.monotonic() + self.mailbox.idle_renew_seconds
+        while not halt.is_set() and time.monotonic() < deadline:
+            started = time.monotonic()
+            responses = client.idle_check(timeout=self.check_interval)
+            if any(r[0] in (b"NO", b"BAD") for r in responses):
+                problem = MailboxTrouble(f"server said {responses[0][-1]!r} during IDLE")
+                break
+            if any(len(r) > 1 and r[1] == b"EXISTS" for r in responses):
+                break
+            if not responses and time.monotonic() - started < self.check_interval * 0.9:
+                break  # woken without a response: the server hung up; DONE will tell
+            try:
+                self._keep_lease()
+            except LeaseLost as exc:
+                problem = exc
+                break
+        client.idle_done()
+        if problem is not None:
+            raise problem
+
+    def _pause(self, halt: threading.Event) -> None:
+        """No IDLE: sleep the poll interval in short steps, keeping the lease."""
+        deadline = time.monotonic() + self.mailbox.poll_interval
+        while not halt.is_set() and time.monotonic() < deadline:
+            halt.wait(min(self.check_interval, max(deadline - time.monotonic(), 0)))
+            self._keep_lease()
+
+    # --- fetching ---------------------------------------------------------------------------
+
+    def _sync(self, client: IMAPClient, halt: threading.Event) -> None:
+        """Ingest every message above last_uid, oldest first, until none is left."""
+        while not halt.is_set():
+            # "n:*" always matches the highest UID, even below n: filter it out.
+            uids = sorted(
+                u for u in client.search(["UID", f"{self.last_uid + 1}:*"]) if u > self.last_uid
+            )
+            if not uids:
+                return
+            for start in range(0, len(uids), SIZE_CHUNK):
+                chunk = uids[start : start + SIZE_CHUNK]
+                sizes = client.fetch(chunk, ["RFC822.SIZE"])
+                for batch in self._batches(chunk, sizes):
+                    self._handle_batch(client, batch, sizes)
+                    self._keep_lease()
+                    if halt.is_set():
+                        return
+
+    def _batches(self, uids: list[int], sizes: dict[int, Any]) -> Iterator[list[int]]:
+        """Consecutive UIDs grouped by count and bytes; an oversize one goes alone."""
+        batch: list[int] = []
+        batch_bytes = 0
+        for uid in uids:
+            size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+            full = len(batch) >= self.mailbox.batch_size
+            if batch and (full or batch_bytes + size > self.mailbox.fetch_batch_bytes):
+                yield batch
+                batch, batch_bytes = [], 0
+            batch.append(uid)
+            batch_bytes += size
+        if batch:
+            yield batch
+
+    def _handle_batch(self, client: IMAPClient, uids: list[int], sizes: dict[int, Any]) -> None:
+        limit = self.mailbox.max_message_size
+        small = [u for u in uids if int(sizes.get(u, {}).get(b"RFC822.SIZE", 0)) <= limit]
+        fetched = client.fetch(small, ["BODY.PEEK[]"]) if small else {}
+        bodies = {uid: data[b"BODY[]"] for uid, data in fetched.items()}
+        del fetched
+        known = self._stored_before([hashlib.sha256(raw).hexdigest() for raw in bodies.values()])
+        done: list[int] = []
+        failed: list[int] = []
+        for uid in uids:
+            state: str | None
+            if uid in bodies:
+                raw = bodies.pop(uid)
+                state = self._store(raw, uid, known.get(hashlib.sha256(raw).hexdigest()))
+            elif uid in sizes and uid not in small:
+                state = self._store_oversize(client, uid, int(sizes[uid][b"RFC822.SIZE"]))
+            else:
+                continue  # expunged by someone else meanwhile
+            if state is not None:
+                (failed if state in FAILED_STATES else done).append(uid)
+        # Committed above; only now may the server copy change.
+        self._after_ingest(client, done)
+        self._after_failure(client, failed)
+        self._advance(uids[-1])
+
+    # --- storing ----------------------------------------------------------------------------
+
+    def _store(self, raw: bytes, uid: int, known: tuple[int, str] | None) -> str:
+        """Commit the bytes (unless `known`: stored by an earlier pass), process, return state."""
+        if known is None:
+            raw_id = accept(self.sessions, raw, "imap", self._envelope(uid))
+            if self.on_accept is not None:
+                self.on_accept()
+            state: str = RawState.PENDING
+        else:
+            raw_id, state = known
+        if state in (RawState.PENDING, RawState.PROCESSING):
+            state = self.ingest(raw_id)
+        self._count(state)
+        return state
+
+    def _stored_before(self, digests: list[str]) -> dict[str, tuple[int, str]]:
+        """Rows of the same bytes fetched before a crash or a UIDVALIDITY reset: reused,
+        so that a refetch neither stores nor processes a message twice."""
+        return stored_before(self.sessions, digests, "imap")
+
+    def _store_oversize(self, client: IMAPClient, uid: int, size: int) -> str | None:
+        """Record the headers only (the body is never loaded) and apply oversize_policy."""
+        fetched = client.fetch([uid], ["BODY.PEEK[HEADER]"]).get(uid)
+        if fetched is None:
+            return None
+        headers: bytes = fetched[b"BODY[HEADER]"]
+        skip = self.mailbox.oversize_policy == "skip"
+        state = RawState.IGNORED if skip else RawState.FAILED
+        reason = f"oversize {size} bytes"
+        record_unfetched(self.sessions, headers, "imap", self._envelope(uid), state, reason)
+        log.warning(
+            "mailbox=%s uid=%s %s over the limit; recorded as %s", self.name, uid, reason, state
+        )
+        self._count("oversize")
+        return None if skip else state  # skipped: left untouched on the server
+
+    def _envelope(self, uid: int) -> dict[str, Any]:
+        return {
+            "mailbox": self.name,
+            "folder": self.mailbox.folder,
+            "uid": uid,
+            "uidvalidity": self.uidvalidity,
+        }
+
+    def _advance(self, uid: int) -> None:
+        with self.sessions.begin() as session:
+            state = self._state(session)
+            state.last_uid = max(state.last_uid, uid)
+            state.last_success_at = utcnow()
+            state.last_error = None
+            self.last_uid = state.last_uid
+
+    def _count(self, state: str) -> None:
+        self.counts[state] = self.counts.get(state, 0) + 1
+        if self.on_outcome is not None:
+            self.on_outcome(state)
+
+    # --- after ingest: the server copy ------------------------------------------------------
+
+    def _after_ingest(self, client: IMAPClient, uids: list[int]) -> None:
+        if not uids:
+            return
+        action = self.mailbox.after_ingest
+        if action == "seen":
+            client.add_flags(uids, [SEEN], silent=True)
+        elif action == "move":
+            self._move(client, uids, self.mailbox.processed_folder)
+        else:
+            client.delete_messages(uids, silent=True)
+            self._expunge(client, uids)
+
+    def _after_failure(self, client: IMAPClient, uids: list[int]) -> None:
+        """Failed mail stays in the store as failed; on the server it is set aside."""
+        if not uids:
+            return
+        if self.mailbox.error_folder:
+            self._move(client, uids, self.mailbox.error_folder)
+        else:
+            client.add_flags(uids, [FLAGGED], silent=True)
+
+    def _move(self, client: IMAPClient, uids: list[int], folder: str) -> None:
+        self._ensure_folder(client, folder)
+        if client.has_capability("MOVE"):
+            client.move(uids, folder)
+            return
+        client.copy(uids, folder)  # RFC 6851's fallback: COPY, then remove the originals
+        client.delete_messages(uids, silent=True)
+        self._expunge(client, uids)
+
+    def _expunge(self, client: IMAPClient, uids: list[int]) -> None:
+        if client.has_capability("UIDPLUS"):
+            client.uid_expunge(uids)
+        else:
+            client.expunge()  # also removes others' \Deleted mail: the only way left
+
+    def _ensure_folder(self, client: IMAPClient, folder: str) -> None:
+        if folder in self._folders:
+            return
+        if not client.folder_exists(folder):
+            try:
+                client.create_folder(folder)
+            except IMAPClientError:
+                if not client.folder_exists(folder):  # not a race with another client
+                    raise
+        self._folders.add(folder)
+
+
+# --- status ----------------------------------------------------------------------
+
+
+def mailbox_status(
+    sessions: sessionmaker[Session], mailboxes: list[ImapMailbox], now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Per-mailbox progress and health, for metrics and `buzon doctor`."""
+    now = now or utcnow()
+    return [_status(sessions, mailbox, now) for mailbox in mailboxes]
+
+
+def _status(sessions: sessionmaker[Session], mailbox: ImapMailbox, now: datetime) -> dict[str, Any]:
+    with sessions() as session:
+        state = session.get(ImapMailboxState, mailbox.name) or ImapMailboxState(last_uid=0)
+    lease = leases.holder_of(sessions, f"imap:{mailbox.name}", now)
+    refreshed, success = state.token_refreshed_at, state.last_success_at
+    return {
+        "name": mailbox.name,
+        "host": mailbox.host,
+        "folder": mailbox.folder,
+        "uidvalidity": state.uidvalidity,
+        "last_uid": state.last_uid,
+        "last_success_at": success,
+        "seconds_since_success": (now - success).total_seconds() if success else None,
+        "last_error": state.last_error,
+        "token_refreshed_at": refreshed,
+        "token_age_seconds": (now - refreshed).total_seconds() if refreshed else None,
+        "lease_holder": lease[0] if lease else None,
+        "lease_expires_at": lease[1] if lease else None,
+    }

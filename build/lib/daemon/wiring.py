@@ -1,0 +1,398 @@
+"""The composition root: builds every part of buzón from Settings, and the runners.
+
+`App` holds the engine, the session factory, the domain's policies, the notifier and
+the desk; its runner factories give each runner its parts and hooks at construction.
+`RUNNERS` says which runners each long-lived command starts. Nothing below this
+module imports it: only the CLI (and `python -m daemon`) do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cached_property
+
+from jinja2 import TemplateError
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from daemon import secret_key
+from daemon.config import (
+    ConfigError,
+    ImapMailbox,
+    Settings,
+    SlaTargetConfig,
+    SmtpConfig,
+    check_hostport,
+    split_hostport,
+)
+from daemon.desk import Desk
+from daemon.health import Health, HttpServer
+from daemon.intake.imap_auth import credentials_for
+from daemon.intake.imap_poller import Backoff, Connect, ImapPoller, connect_factory
+from daemon.intake.ingest_worker import IngestWorker
+from daemon.intake.smtp_server import SmtpListener
+from daemon.intake.smtp_store import IntakeStore, WriteGate
+from daemon.scheduler import JobFunction, Scheduler
+from daemon.supervisor import Component
+from notifier.compose import Mailbox
+from notifier.delivery import DeliveryPolicy, deliver_due
+from notifier.notify import Notifier, NotifySettings
+from notifier.recipients import Budget
+from notifier.render import Renderer
+from notifier.sla_mail import StaffRouting
+from notifier.transports import MaildirTransport, SmtpTransport, Transport
+from tickets.actions import Catalogue
+from tickets.addresses import expire_bouncing
+from tickets.calendar import BusinessCalendar
+from tickets.db import make_engine, make_session_factory, upgrade
+from tickets.models import utcnow
+from tickets.policy import MailPolicy
+from tickets.priority import PriorityMatrix
+from tickets.sla import SlaPolicy, Target
+
+# Which runners each long-lived command starts ("imap" stands for one per mailbox).
+RUNNERS: dict[str, tuple[str, ...]] = {
+    "run": ("ingest", "imap", "smtp", "scheduler"),
+    "smtp": ("ingest", "smtp"),
+    "imap": ("ingest", "imap"),
+    "scheduler": ("scheduler",),
+}
+
+
+@dataclass
+class App:
+    settings: Settings
+
+    @cached_property
+    def notifier(self) -> Notifier:
+        s = self.settings
+        out = s.outbound
+        return Notifier(
+            NotifySettings(
+                sender=Mailbox(s.primary_address, out.from_name),
+                secret=self.secret,
+                subject_tag=s.subject_tag,
+                budget=Budget(
+                    out.budget_per_recipient, out.budget_per_ticket, out.budget_window_seconds
+                ),
+                is_own=s.is_own_address,
+                is_agent=lambda email: email.lower() in s.agents,
+                attachments_dir=s.attachments_dir,
+                survey=s.sla.survey,
+            ),
+            Renderer(out.templates_dir),
+        )
+
+    @cached_property
+    def secret(self) -> bytes:
+        """The configured key, or the one generated into the data dir on first start."""
+        if self.settings.secret_key:
+            return self.settings.secret_key.encode()
+        return secret_key.load_or_create(self.settings.data_dir / "secret.key")
+
+    @cached_property
+    def routing(self) -> StaffRouting:
+        """Who hears of SLA warnings, breaches and escalation tiers."""
+        s = self.settings
+        return StaffRouting(
+            tier1=tuple(s.sla.tier1_addresses),
+            tier2=tuple(s.sla.tier2_addresses),
+            teams={team: tuple(a) for team, a in s.tickets.team_addresses.items()},
+            language=s.default_language,
+            timezone=s.sla.timezone,
+            own_addresses=s.own_addresses,
+        )
+
+    @cached_property
+    def desk(self) -> Desk:
+        return Desk(self.sessions, self.policy, self.sla_policy, self.notifier, self.routing)
+
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        cfg = self.settings.tickets
+        return Catalogue(
+            categories=tuple(cfg.categories),
+            teams=tuple(cfg.teams),
+            matrix=PriorityMatrix(cfg.priority_matrix),
+        )
+
+    def transport(self) -> Transport:
+        """The configured relay, or the local Maildir when there is none."""
+        out = self.settings.outbound
+        if out.relay is None:
+            return MaildirTransport(self.settings.outbox_maildir)
+        host, port = split_hostport(out.relay)
+        return SmtpTransport(
+            host,
+            port,
+            security=out.security,
+            user=out.user,
+            password=out.password,
+            timeout=out.timeout,
+            ca_file=out.ca_file,
+        )
+
+    @cached_property
+    def delivery_policy(self) -> DeliveryPolicy:
+        out = self.settings.outbound
+        return DeliveryPolicy(
+            instance=self.instance,
+            batch_size=out.batch_size,
+            claim_seconds=out.claim_seconds,
+            max_attempts=out.max_attempts,
+            retry_base_seconds=out.retry_base_seconds,
+            retry_max_seconds=out.retry_max_seconds,
+        )
+
+    @cached_property
+    def engine(self) -> Engine:
+        return make_engine(self.settings.db_url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return make_session_factory(self.engine)
+
+    @cached_property
+    def health(self) -> Health:
+        """One per process: the components register their readiness checks and counters."""
+        return Health(self.sessions)
+
+    @cached_property
+    def instance(self) -> str:
+        return self.settings.instance_name or f"{socket.gethostname()}:{os.getpid()}"
+
+    @cached_property
+    def policy(self) -> MailPolicy:
+        s = self.settings
+        return MailPolicy(
+            own_addresses=s.own_addresses,
+            secret=self.secret,
+            attachments_dir=s.attachments_dir,
+            support_domains=frozenset(s.support_domains),
+            agents=frozenset(s.agents),
+            subject_tag=s.subject_tag,
+            tag_requires_participant=s.tag_requires_participant,
+            honour_reply_to=s.honour_reply_to,
+            default_language=s.default_language,
+            max_attempts=s.ingest.max_attempts,
+            instance=self.instance,
+        )
+
+    @cached_property
+    def sla_policy(self) -> SlaPolicy:
+        cfg = self.settings.sla
+        calendar = BusinessCalendar(
+            cfg.timezone,
+            workdays=cfg.workdays,
+            start=cfg.day_start,
+            end=cfg.day_end,
+            country=cfg.holidays_country,
+            subdivision=cfg.holidays_subdivision,
+            extra_holidays=cfg.extra_holidays,
+        )
+
+        def target(t: SlaTargetConfig) -> Target:
+            return Target(t.first_response_hours, t.resolution_hours)
+
+        return SlaPolicy(
+            calendar=calendar,
+            targets={p: target(t) for p, t in cfg.targets.items()},
+            category_targets={
+                c: {p: target(t) for p, t in by_priority.items()}
+                for c, by_priority in cfg.category_targets.items()
+            },
+            warn_share=cfg.warn_share,
+            tier2_after_hours=cfg.tier2_after_hours,
+            level1_breach_to_level2=cfg.level1_breach_to_level2,
+            level1_breach_team=cfg.level1_breach_team,
+        )
+
+    def prepare(self) -> None:
+        """Create the data directory, bring the schema up to date, compile the templates
+        (a broken override stops start-up rather than the first notification)."""
+        self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.settings.data_dir.chmod(0o700)  # also a data dir made by an older version
+        upgrade(self.engine)
+        try:
+            self.notifier.renderer.check()
+        except TemplateError as exc:
+            where = getattr(exc, "filename", None) or getattr(exc, "name", None) or "?"
+            raise ConfigError(f"outbound.templates_dir: template {where}: {exc}") from None
+
+    # --- runners -------------------------------------------------------------------------
+
+    def runners(
+        self, command: str, *, smtp: SmtpConfig | None = None, http: str | None = None
+    ) -> dict[str, Component]:
+        """The runners of a long-lived command (RUNNERS), each built with its parts and
+        hooks, plus the HTTP endpoint. `smtp` and `http` carry command-line overrides."""
+        wanted = RUNNERS[command]
+        runners: dict[str, Component] = {}
+        worker = self.ingest_worker() if "ingest" in wanted else None
+        if worker is not None:
+            runners["ingest"] = worker.run
+        if "imap" in wanted:
+            runners |= {f"imap:{p.name}": p.run for p in self.imap_pollers()}
+        smtp = smtp or self.settings.smtp
+        if "smtp" in wanted and smtp.enabled:
+            listener = self.smtp_listener(worker, smtp)
+            runners["smtp"] = listener.run
+        if "scheduler" in wanted:
+            runners["scheduler"] = self.scheduler().run
+        server = self.http_server(http)
+        if server is not None:
+            runners["http"] = server.run
+        return runners
+
+    def ingest_worker(self) -> IngestWorker:
+        cfg = self.settings.ingest
+        processed = self.health.metrics.processed
+        return IngestWorker(
+            self.sessions,
+            self.desk.ingest,
+            instance=self.instance,
+            batch_size=cfg.batch_size,
+            poll_interval=cfg.poll_interval,
+            stale_claim_seconds=cfg.stale_claim_seconds,
+            shutdown_grace=self.settings.smtp.shutdown_grace,
+            on_outcome=lambda state: processed.labels(state).inc(),
+        )
+
+    def smtp_listener(
+        self,
+        worker: IngestWorker | None,
+        config: SmtpConfig | None = None,
+        *,
+        bind: tuple[str, int] | None = None,
+    ) -> SmtpListener:
+        """The listener: the store, our addresses, and the worker to wake after each
+        accept (the worker drains at shutdown, after the listener has closed)."""
+        config = config or self.settings.smtp
+        gate = None
+        if self.settings.db_url.startswith("sqlite"):
+            gate = WriteGate()
+            gate.install(self.engine)  # every other transaction of this process waits its turn
+        source = "lmtp" if config.lmtp else "smtp"
+        store = IntakeStore(self.settings.db_url, source, config.store_timeout, gate)
+        metrics = self.health.metrics
+        accepted = metrics.accepted.labels(source)
+        wake = worker.wake.set if worker is not None else None
+
+        def on_accept() -> None:
+            accepted.inc()
+            if wake is not None:
+                wake()
+
+        try:
+            listener = SmtpListener(
+                config,
+                is_ours=self.settings.is_own_address,
+                store=store,
+                bind=bind,
+                on_accept=on_accept,
+                on_session=metrics.smtp_sessions.inc,
+                on_close=store.aclose,
+            )
+        except ConfigError:
+            if gate is not None:
+                gate.uninstall()
+            store.engine.dispose()
+            raise
+        if worker is not None:
+            worker.upstream_open = lambda: listener.serving
+        self.health.add_check(source, listener.ready)
+        return listener
+
+    def imap_pollers(self) -> list[ImapPoller]:
+        """One poller per configured mailbox; none when no mailbox is configured."""
+        return [self.imap_poller(m) for m in self.settings.imap.mailboxes]
+
+    def imap_poller(self, mailbox: ImapMailbox, connect: Connect | None = None) -> ImapPoller:
+        """A poller of `mailbox`; `connect` overrides the configured server (tests)."""
+        imap = self.settings.imap
+        metrics = self.health.metrics
+
+        def outcome(state: str) -> None:
+            if state != "oversize":  # recorded again under its final state
+                metrics.processed.labels(state).inc()
+
+        poller = ImapPoller(
+            mailbox,
+            connect=connect or connect_factory(mailbox),
+            credentials=credentials_for(mailbox, self.settings.data_dir),
+            sessions=self.sessions,
+            ingest=lambda raw_id: self.desk.ingest(raw_id).state,
+            holder=self.instance,
+            lease_seconds=imap.lease_seconds,
+            backoff=Backoff(imap.reconnect_min_seconds, imap.reconnect_max_seconds),
+            on_accept=metrics.accepted.labels("imap").inc,
+            on_outcome=outcome,
+        )
+        self.health.add_check(f"imap:{mailbox.name}", poller.ready)
+        return poller
+
+    def scheduler(
+        self,
+        clock: Callable[[], datetime] = utcnow,
+        *,
+        transport: Callable[[], Transport] | None = None,
+    ) -> Scheduler:
+        """The periodic jobs; outbox last, so a pass delivers what the others queued."""
+        sla = self.settings.sla
+        every = sla.scan_interval_seconds
+        jobs: dict[str, tuple[JobFunction, float]] = {
+            "sla_scan": (self.desk.scan_sla, every),
+            "auto_close": (lambda now: self.desk.auto_close(now, sla.auto_close_after_days), every),
+            "reminders": (lambda now: self.desk.remind(now, sla.reminder_after_days), every),
+            "outbox": (lambda now: self.deliver(now, transport), sla.outbox_interval_seconds),
+        }
+        return Scheduler(jobs, self.sessions, clock)
+
+    def deliver(self, now: datetime, transport: Callable[[], Transport] | None = None) -> int:
+        """One delivery pass of the outbox (the scheduler's job): rows handled."""
+        return sum(self.deliver_counts(now, transport).values())
+
+    def deliver_counts(
+        self, now: datetime, transport: Callable[[], Transport] | None = None
+    ) -> Counter[str]:
+        """One delivery pass of the outbox: sent / retry / failed / skipped. Bouncing
+        marks past `outbound.bouncing_days` are lifted first, so the pass (and every
+        notification planned after it) mails those addresses again."""
+        self.expire_bouncing(now)
+        counts = deliver_due(
+            self.sessions, (transport or self.transport)(), now, self.delivery_policy
+        )
+        self.health.metrics.outbox_sent.inc(counts.get("sent", 0))
+        return counts
+
+    def expire_bouncing(self, now: datetime) -> int:
+        """Lift bouncing marks older than `outbound.bouncing_days`; how many."""
+        days = self.settings.outbound.bouncing_days
+        with self.sessions.begin() as session:
+            return expire_bouncing(session, now - timedelta(days=days))
+
+    def http_server(self, listen: str | None = None) -> HttpServer | None:
+        """The endpoint of this process, or None when http.enabled is false.
+
+        `listen` (the --http option) overrides http.listen: in a split deployment every
+        process needs a port of its own.
+        """
+        if not self.settings.http.enabled:
+            return None
+        listen = listen or self.settings.http.listen
+        try:
+            host, port = split_hostport(check_hostport(listen))
+        except ValueError:
+            raise ConfigError(f"http.listen: expected HOST:PORT, got {listen!r}") from None
+        try:
+            return HttpServer(self.health, host, port)
+        except OSError as exc:
+            raise ConfigError(
+                f"http.listen {listen}: {exc.strerror or exc} (each process needs its own "
+                "port: --http HOST:PORT or BUZON_HTTP__LISTEN)"
+            ) from None

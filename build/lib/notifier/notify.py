@@ -1,0 +1,265 @@
+"""From domain changes to outbox rows, inside the transaction that made the changes.
+
+One action, one mail per ticket: a batch of changes is reduced to the single mail that
+tells what happened (an acknowledgement, an agent's reply, who handles the ticket, or
+the new status), so that "assigned and now in progress" is one mail, not two.
+Internal changes (notes, escalations, priority, an escalation's reset to `new`) never
+produce mail.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from notifier.compose import AUTO_GENERATED, AUTO_REPLIED, Draft, Mailbox, Part, compose
+from notifier.mail import ACTOR, Queued, identify, queue_mail, safely
+from notifier.recipients import Budget, Recipient, Selection, select_recipients
+from notifier.render import Renderer
+from parsers.thread_keys import plus_address, subject_tag
+from tickets.blobstore import BlobStore
+from tickets.changes import (
+    AgentReplied,
+    Assigned,
+    Change,
+    StatusChanged,
+    TicketCreated,
+)
+from tickets.lifecycle import record
+from tickets.models import Article, ArticleKind, Ticket, utcnow
+from tickets.survey import SURVEY_KIND
+
+log = logging.getLogger("buzon.notify")
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    sender: Mailbox  # From of every mail; its plus-address is the Reply-To
+    secret: bytes
+    subject_tag: str
+    budget: Budget
+    is_own: Callable[[str], bool]
+    is_agent: Callable[[str], bool]
+    attachments_dir: Path
+    # The closing status mail becomes the satisfaction survey (seed 004).
+    survey: bool = False
+
+    @property
+    def domain(self) -> str:
+        return self.sender.email.partition("@")[2]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The one mail a batch of changes on a ticket calls for."""
+
+    kind: str  # acknowledgement / reply / assigned / status / survey / reminder
+    auto_submitted: str | None
+    article_id: int | None = None  # the customer's first mail, or the agent's reply
+    status: StatusChanged | None = None
+    exclude: frozenset[str] = frozenset()
+
+
+def plan_for(changes: list[Change]) -> Plan | None:
+    created = next((c for c in changes if isinstance(c, TicketCreated)), None)
+    if created is not None:
+        return Plan("acknowledgement", AUTO_REPLIED, article_id=created.article_id)
+    statuses = [c for c in changes if isinstance(c, StatusChanged) and not c.internal]
+    status = None
+    if statuses and statuses[0].old != statuses[-1].new:
+        status = StatusChanged(
+            statuses[-1].ticket_id, statuses[0].old, statuses[-1].new, statuses[-1].actor
+        )
+    replied = next((c for c in changes if isinstance(c, AgentReplied)), None)
+    if replied is not None:
+        return Plan("reply", None, article_id=replied.article_id, status=status)
+    assigned = [c for c in changes if isinstance(c, Assigned)]
+    if assigned:
+        return Plan("assigned", AUTO_GENERATED, status=status)
+    if status is not None:
+        # Whoever caused the change (a customer whose reply reopened the ticket) knows it.
+        return Plan("status", AUTO_GENERATED, status=status, exclude=frozenset({status.actor}))
+    return None
+
+
+class Notifier:
+    def __init__(
+        self,
+        settings: NotifySettings,
+        renderer: Renderer,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.renderer = renderer
+        self.clock = clock
+
+    def notify(
+        self, session: Session, changes: list[Change], now: datetime | None = None
+    ) -> list[Queued]:
+        """The mails these changes call for, dated `now` (default: the clock)."""
+        now = now or self.clock()
+        by_ticket: dict[int, list[Change]] = {}
+        for change in changes:
+            by_ticket.setdefault(change.ticket_id, []).append(change)
+        done = []
+        for ticket_id, group in by_ticket.items():
+            plan = self._with_survey(plan_for(group))
+            ticket = session.get(Ticket, ticket_id) if plan else None
+            if plan is None or ticket is None:
+                continue
+            queued = self._queue_safely(session, ticket, plan, now)
+            if queued is not None:
+                done.append(queued)
+        return done
+
+    def remind(self, session: Session, ticket: Ticket, now: datetime) -> Queued | None:
+        """The reminder to a customer whose ticket has waited on them (scheduler)."""
+        return self._queue_safely(session, ticket, Plan("reminder", AUTO_GENERATED), now)
+
+    def _with_survey(self, plan: Plan | None) -> Plan | None:
+        """With the survey on, the mail saying "closed" also asks for a rating: one mail."""
+        if (
+            self.settings.survey
+            and plan is not None
+            and plan.kind == "status"
+            and plan.status is not None
+            and plan.status.new == "closed"
+        ):
+            return replace(plan, kind=SURVEY_KIND)
+        return plan
+
+    def _queue_safely(
+        self, session: Session, ticket: Ticket, plan: Plan, now: datetime
+    ) -> Queued | None:
+        return safely(session, ticket, plan.kind, lambda: self._queue(session, ticket, plan, now))
+
+    # --- one mail --------------------------------------------------------------------------
+
+    def _queue(self, session: Session, ticket: Ticket, plan: Plan, now: datetime) -> Queued:
+        s = self.settings
+        automatic = plan.auto_submitted is not None
+        selection = select_recipients(
+            session,
+            ticket,
+            is_own=s.is_own,
+            is_agent=s.is_agent,
+            exclude=plan.exclude,
+            budget=s.budget if automatic else None,
+            now=now,
+        )
+        refused = tuple((r.email, r.reason) for r in selection.refused)
+        for refusal in selection.refused:
+            record(
+                session,
+                ticket,
+                "notify_refused",
+                ACTOR,
+                field="mail",
+                new=plan.kind,
+                recipient=refusal.email,
+                reason=refusal.reason,
+                at=now,
+            )
+        if not selection.allowed:
+            log.info("no recipient for ticket=%s kind=%s", ticket.id, plan.kind)
+            return Queued(ticket.id, plan.kind, None, (), refused)
+
+        reply = session.get(Article, plan.article_id) if plan.kind == "reply" else None
+        rendered = self.renderer.render(
+            ticket.language, plan.kind, self._context(ticket, plan, selection, reply)
+        )
+        mail = identify(ticket, rendered.subject, s.subject_tag, s.secret, s.domain)
+        in_reply_to, references = self._thread(session, ticket, plan, reply)
+        to, *cc = [Mailbox(r.email, r.name) for r in selection.allowed]
+        draft = Draft(
+            subject=mail.subject,
+            body=rendered.body,
+            sender=s.sender,
+            to=[to],
+            cc=cc,
+            reply_to=Mailbox(plus_address(s.sender.email, s.secret, ticket.id), s.sender.name),
+            in_reply_to=in_reply_to,
+            references=references,
+            auto_submitted=plan.auto_submitted,
+            language=ticket.language,
+            attachments=self._parts(reply),
+        )
+        message = compose(draft, mail.message_id, now)
+        article = reply or Article(ticket=ticket, kind=ArticleKind.OUTBOUND, author=ACTOR)
+        article.message_id = mail.message_id
+        article.from_addr, article.from_name = s.sender.email, s.sender.name
+        article.to_addrs, article.cc_addrs = [to.email], [m.email for m in cc]
+        article.subject = mail.subject
+        if reply is None:
+            article.text = article.new_text = rendered.body
+            article.created_at = now
+        session.add(article)
+        session.flush()
+        return queue_mail(
+            session,
+            ticket,
+            message,
+            kind=plan.kind,
+            message_id=mail.message_id,
+            mail_from=s.sender.email,
+            recipients=[r.email for r in selection.allowed],
+            article_id=article.id,
+            automatic=automatic,
+            now=now,
+            refused=refused,
+        )
+
+    def _context(
+        self, ticket: Ticket, plan: Plan, selection: Selection, reply: Article | None
+    ) -> dict[str, Any]:
+        requester: Recipient | None = next(
+            (r for r in selection.allowed if r.role == "requester"), None
+        )
+        return {
+            "number": ticket.id,
+            "tag": subject_tag(self.settings.subject_tag, ticket.id),
+            "subject": ticket.subject,
+            "status": ticket.status,
+            "status_changed": plan.status is not None,
+            "requester_name": requester.name if requester else "",
+            "assignee": ticket.assignee,
+            "team": ticket.team,
+            "from_name": self.settings.sender.name,
+            "automatic": plan.auto_submitted is not None,
+            "reply_text": reply.text if reply else "",
+            "attachments": [f.filename for f in reply.attachments] if reply else [],
+        }
+
+    def _thread(
+        self, session: Session, ticket: Ticket, plan: Plan, reply: Article | None
+    ) -> tuple[str | None, list[str]]:
+        """In-Reply-To the latest mail of the thread (for an acknowledgement: the
+        customer's mail itself); References from the first mail to it."""
+        query = (
+            select(Article.id, Article.message_id)
+            .where(
+                Article.ticket_id == ticket.id,
+                Article.kind != ArticleKind.NOTE,
+                Article.message_id.is_not(None),
+            )
+            .order_by(Article.id)
+        )
+        if plan.kind == "acknowledgement" and plan.article_id is not None:
+            query = query.where(Article.id <= plan.article_id)
+        if reply is not None:
+            query = query.where(Article.id != reply.id)
+        ids = [mid for _, mid in session.execute(query) if mid]
+        return (ids[-1] if ids else None), ids
+
+    def _parts(self, reply: Article | None) -> list[Part]:
+        if reply is None or not reply.attachments:
+            return []
+        blobs = BlobStore(self.settings.attachments_dir)
+        return [Part(f.filename, f.content_type, blobs.get(f.sha256)) for f in reply.attachments]

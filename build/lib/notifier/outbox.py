@@ -1,0 +1,190 @@
+"""The outbox rows: written with the change that causes the mail, then claimed, sent or
+failed by the delivery job. A row's Message-ID is fixed when it is written, so a retry
+sends the very same message and a reply to it threads back whatever happens meanwhile.
+
+States: pending → sent | failed. A pending row may carry a claim (`claimed_by`,
+`claimed_until`) while a delivery job is sending it; a claim that expired is free again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from notifier.errors import OutboxError
+from tickets.models import OutboxMessage, OutboxRecipient
+
+PENDING, SENT, FAILED = "pending", "sent", "failed"
+
+
+def enqueue(
+    session: Session,
+    message: EmailMessage,
+    *,
+    message_id: str,
+    kind: str,
+    mail_from: str,
+    recipients: list[str],
+    ticket_id: int | None,
+    article_id: int | None,
+    automatic: bool,
+    now: datetime,
+) -> OutboxMessage:
+    """Add the row (and, for automatic mail, one budget row per recipient)."""
+    row = OutboxMessage(
+        ticket_id=ticket_id,
+        article_id=article_id,
+        kind=kind,
+        message_id=message_id,
+        mail_from=mail_from,
+        recipients=list(recipients),
+        raw=message.as_bytes(),
+        state=PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(row)
+    session.flush()
+    if automatic:
+        for email in recipients:
+            session.add(
+                OutboxRecipient(outbox_id=row.id, email=email, ticket_id=ticket_id, created_at=now)
+            )
+        session.flush()  # the next budget count in this transaction must see them
+    return row
+
+
+# --- claiming, for the delivery job ---------------------------------------------------------
+
+
+def due_ids(session: Session, now: datetime, limit: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.state == PENDING,
+                OutboxMessage.next_attempt_at <= now,
+                or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+            )
+            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+            .limit(limit)
+        )
+    )
+
+
+def claim(session: Session, row_id: int, instance: str, now: datetime, seconds: int) -> bool:
+    """Take one row for `seconds`; False when another job holds it or it is done.
+
+    A conditional UPDATE with a rowcount check works the same on SQLite and PostgreSQL:
+    of two jobs racing for a row, exactly one sees rowcount 1.
+    """
+    result = session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == row_id,
+            OutboxMessage.state == PENDING,
+            or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
+        )
+        .values(claimed_until=now + timedelta(seconds=seconds), claimed_by=instance)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+def _finish(session: Session, row_id: int, instance: str, **values: Any) -> bool:
+    """Update a row this job still holds; False if its claim was lost (never double-write)."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.id == row_id,
+            OutboxMessage.state == PENDING,
+            OutboxMessage.claimed_by == instance,
+        )
+        .values(claimed_until=None, claimed_by=None, **values)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+def mark_sent(session: Session, row_id: int, instance: str, now: datetime, attempts: int) -> bool:
+    return _finish(
+        session, row_id, instance, state=SENT, sent_at=now, attempts=attempts, last_error=None
+    )
+
+
+def mark_retry(
+    session: Session,
+    row_id: int,
+    instance: str,
+    *,
+    attempts: int,
+    next_attempt_at: datetime,
+    error: str,
+    recipients: list[str] | None = None,
+) -> bool:
+    values: dict[str, Any] = {
+        "attempts": attempts,
+        "next_attempt_at": next_attempt_at,
+        "last_error": error[:1000],
+    }
+    if recipients is not None:  # only those that still have to receive it
+        values["recipients"] = recipients
+    return _finish(session, row_id, instance, **values)
+
+
+def mark_failed(session: Session, row_id: int, instance: str, *, attempts: int, error: str) -> bool:
+    return _finish(
+        session, row_id, instance, state=FAILED, attempts=attempts, last_error=error[:1000]
+    )
+
+
+# --- operators ------------------------------------------------------------------------------
+
+
+def list_rows(
+    session: Session, *, state: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
+    query = select(OutboxMessage).order_by(OutboxMessage.id.desc()).limit(limit)
+    if state:
+        query = query.where(OutboxMessage.state == state)
+    return [
+        {
+            "id": r.id,
+            "state": r.state,
+            "kind": r.kind,
+            "ticket": r.ticket_id,
+            "recipients": r.recipients,
+            "message_id": r.message_id,
+            "attempts": r.attempts,
+            "next_attempt_at": r.next_attempt_at,
+            "last_error": r.last_error,
+            "created_at": r.created_at,
+            "sent_at": r.sent_at,
+        }
+        for r in session.scalars(query)
+    ]
+
+
+def retry(session: Session, row_id: int, now: datetime) -> OutboxMessage:
+    """Put a failed (or waiting) row back in line for the next delivery pass."""
+    row = session.get(OutboxMessage, row_id, with_for_update=True)
+    if row is None:
+        raise OutboxError(f"no outbox message {row_id}")
+    if row.state == SENT:
+        raise OutboxError(f"outbox message {row_id} was already sent at {row.sent_at}")
+    row.state = PENDING
+    row.next_attempt_at = now
+    row.claimed_until = row.claimed_by = None
+    if row.last_error and row.attempts:
+        row.attempts = 0  # a fresh series of attempts, with the backoff starting over
+    return row
+
+
+def _rowcount(result: object) -> int:
+    """Rows an UPDATE or DELETE touched (a CursorResult; typed as Result by SQLAlchemy)."""
+    return int(getattr(result, "rowcount", 0) or 0)

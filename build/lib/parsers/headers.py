@@ -1,0 +1,105 @@
+"""Header values → normalised Python values: addresses, message ids, subject, date."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from email.message import Message
+from email.utils import parsedate_to_datetime
+
+from mailparser.dates import parse_mail_date
+from mailparser.utils import get_addresses
+
+from parsers.charsets import decode_words, header_text
+from parsers.message import Address
+
+_BRACKETED_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
+_WHITESPACE = re.compile(r"\s+")
+# Deliberately loose: we only need something a mail server could route, not RFC 5321 pedantry.
+_MAILBOX = re.compile(r"[^\s@<>()\[\],;:\"]+@[^\s@<>()\[\],;:\".]+(?:\.[^\s@<>()\[\],;:\".]+)*")
+
+
+def raw_values(msg: Message, name: str) -> list[str]:
+    """Every value of header `name`, 8-bit bytes decoded, not yet RFC 2047-decoded.
+
+    `raw_items()` bypasses the compat32 fetch policy, which would hand back `Header`
+    objects for 8-bit values.
+    """
+    wanted = name.lower()
+    return [header_text(str(value)) for key, value in msg.raw_items() if key.lower() == wanted]
+
+
+def first_value(msg: Message, name: str) -> str:
+    values = raw_values(msg, name)
+    return values[0] if values else ""
+
+
+def one_line(text: str) -> str:
+    """Collapse folding, CR/LF and runs of whitespace into single spaces."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def decode_subject(msg: Message, defects: list[str]) -> str:
+    return one_line(decode_words(first_value(msg, "subject"), defects))
+
+
+def addresses(msg: Message, name: str, defects: list[str]) -> tuple[Address, ...]:
+    """All valid mailboxes in every `name` header, in order, without duplicates."""
+    found: dict[str, Address] = {}
+    for value in raw_values(msg, name):
+        for address in _parse_address_list(value, name, defects):
+            found.setdefault(address.email, address)
+    return tuple(found.values())
+
+
+def _parse_address_list(value: str, name: str, defects: list[str]) -> list[Address]:
+    problems: list[dict[str, object]] = []
+    pairs = get_addresses(one_line(value), defects=problems, decode_names=False)
+    if any(not pair.get("recovered") for pair in problems):
+        defects.append(f"invalid address dropped from {name}")
+    result = []
+    for display, email in pairs:
+        normalised = normalise_email(email)
+        if normalised is None:
+            if email:
+                defects.append(f"invalid address dropped from {name}")
+            continue
+        result.append(Address(email=normalised, name=one_line(decode_words(display, defects))))
+    return result
+
+
+def normalise_email(value: str) -> str | None:
+    """Lower-cased addr-spec without brackets, or None when it is not a mailbox."""
+    email = value.strip().strip("<>").strip().lower()
+    return email if _MAILBOX.fullmatch(email) else None
+
+
+def plain_emails(msg: Message, name: str, defects: list[str]) -> list[str]:
+    return [address.email for address in addresses(msg, name, defects)]
+
+
+def message_ids(value: str) -> tuple[str, ...]:
+    """Ids without angle brackets; tolerates missing brackets and surrounding garbage."""
+    ids = _BRACKETED_ID.findall(value)
+    if not ids:
+        # No brackets: a lone token is the id; among several, only things that look like ids.
+        tokens = [token.strip("<>,;") for token in value.split()]
+        ids = tokens if len(tokens) == 1 else [token for token in tokens if "@" in token]
+    return tuple(dict.fromkeys(token for token in ids if token))
+
+
+def parse_date(value: str, defects: list[str]) -> datetime | None:
+    """Aware UTC datetime, or None; mail-parser's RFC 5322 reader first, stdlib as fallback."""
+    value = one_line(value)
+    if not value:
+        return None
+    result = parse_mail_date(value)
+    if isinstance(result.value, datetime):
+        return result.value.astimezone(UTC)
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        defects.append("unparseable Date header")
+        return None
+    # parsedate gives naive datetimes for "-0000" (zone unknown); UTC is the only honest reading.
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
