@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from daemon.cli.common import EX_CONFIG, root_config
+from daemon.cli.common import CONFIG_PATH, EX_CONFIG, root_config
 from daemon.config import ConfigError, ImapMailbox, load_settings
 from daemon.intake.imap_auth import credentials_for
 from daemon.intake.imap_poller import connect_factory, describe, mailbox_status
@@ -36,7 +36,7 @@ class Failed(Exception):
 
 
 @click.command("doctor")
-@click.option("--config", envvar="BUZON_CONFIG", type=click.Path(dir_okay=False))
+@click.option("--config", envvar="BUZON_CONFIG", type=CONFIG_PATH)
 def doctor(config: str | None) -> None:
     """Check config, database, mailboxes, relay and data dir; exit 0 when all are ok."""
     ctx_config = root_config()

@@ -27,6 +27,11 @@ EX_CONFIG = 78
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# --config is checked by `load_settings`, not by click: an unreadable or missing file is
+# then a one-line configuration error (78; 75 under the MTA pipe) naming the cause,
+# rather than a usage error (2).
+CONFIG_PATH = click.Path(readable=False)
+
 
 def fail(message: str, code: int) -> NoReturn:
     """One line on stderr, then the exit code."""
@@ -84,7 +89,7 @@ def _with_app(func: F, *, creates_data_dir: bool) -> F:
         "--config",
         "config",
         envvar="BUZON_CONFIG",
-        type=click.Path(dir_okay=False),
+        type=CONFIG_PATH,
         help="TOML config file (env BUZON_CONFIG).",
     )
     @functools.wraps(func)

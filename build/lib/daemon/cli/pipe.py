@@ -18,7 +18,7 @@ import syslog
 import traceback
 
 EX_TEMPFAIL = 75
-_CONFIG, _STORE = 78, 75
+_USAGE, _CONFIG, _STORE = 2, 78, 75
 
 # Options of the root group that take a value (`buzon --config F ingest`).
 _ROOT_VALUE_OPTIONS = ("--config",)
@@ -74,6 +74,8 @@ def _code(value: object) -> int:
 
 
 def _kind(code: int) -> str:
+    if code == _USAGE:
+        return "usage error (check the pipe's command line in master.cf)"
     if code == _CONFIG:
         return "configuration error (run `buzon config check`)"
     if code == _STORE:

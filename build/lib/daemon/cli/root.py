@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 import click
 
 from daemon.cli import addresses, admin, doctor, inbound, outbox, run, sla, tickets
+from daemon.cli.common import CONFIG_PATH
 
 
 def _version() -> str:
@@ -17,7 +18,7 @@ def _version() -> str:
 
 
 @click.group()
-@click.option("--config", envvar="BUZON_CONFIG", type=click.Path(dir_okay=False), hidden=True)
+@click.option("--config", envvar="BUZON_CONFIG", type=CONFIG_PATH, hidden=True)
 @click.version_option(_version(), "--version", prog_name="buzon", message="%(prog)s %(version)s")
 def main(config: str | None) -> None:
     """buzón: email-to-ticket daemon."""
