@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,36 @@ def test_json_logs_carry_the_named_values_as_fields() -> None:
     assert "token" not in entry  # a server's text never becomes a field
     secret = logging.makeLogRecord({"msg": "login password=%s", "args": ("hunter2",)})
     assert "password" not in json.loads(JsonFormatter().format(secret))
+
+
+def test_tickets_show_local_time_numbers_per_ticket_created_first_and_the_rating(
+    tmp_path: Path,
+) -> None:
+    from daemon.config import load_settings
+    from daemon.wiring import App
+    from tickets.models import Ticket
+
+    first = mail("Ana <ana@clinica.example>", "Uno", "Hola.", to="soporte@localhost")
+    second = mail(
+        "Luis <luis@clinica.example>",
+        "Dos",
+        "Hola.",
+        to="soporte@localhost",
+        cc="Eva <eva@clinica.example>",
+    )
+    assert buzon(["ingest"], tmp_path, first).returncode == 0
+    assert buzon(["ingest"], tmp_path, second).returncode == 0
+    app = App(load_settings(None, data_dir=tmp_path / "buzon-data"))
+    with app.sessions.begin() as session:
+        ticket = session.get(Ticket, 2)
+        assert ticket is not None
+        ticket.survey_rating, ticket.survey_comment = 4, "rápido"
+    app.engine.dispose()
+    shown = buzon(["tickets", "show", "2"], tmp_path).stdout.decode()
+    thread = shown.split("thread:")[1].split("history:")[0]
+    assert "  [1] " in thread and "  [2] " in thread and "  [3] " not in thread
+    assert re.search(r"\[1\] \d{4}-\d\d-\d\d \d\d:\d\d CST inbound", thread), thread
+    history = shown.split("history:")[1].strip().splitlines()
+    assert " created by luis@clinica.example" in history[0], history
+    assert "." not in history[0].split(" created")[0]  # no microseconds
+    assert "survey rating 4/5 «rápido»" in shown
