@@ -179,3 +179,21 @@ def test_tickets_show_local_time_numbers_per_ticket_created_first_and_the_rating
     assert " created by luis@clinica.example" in history[0], history
     assert "." not in history[0].split(" created")[0]  # no microseconds
     assert "survey rating 4/5 «rápido»" in shown
+
+
+def test_a_busy_smtp_port_is_a_config_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = config(
+            tmp_path,
+            f'data_dir = "{tmp_path / "d"}"\n[smtp]\nlisten = "127.0.0.1:{port}"\n'
+            "[http]\nenabled = false\n",
+        )
+        done = buzon(["smtp", "--config", str(cfg)], tmp_path)
+    assert done.returncode == 78, done.stderr
+    err = done.stderr.decode()
+    assert err.count("\n") == 1 and f"smtp.listen 127.0.0.1:{port}" in err
