@@ -197,3 +197,11 @@ def test_a_busy_smtp_port_is_a_config_error(tmp_path: Path) -> None:
     assert done.returncode == 78, done.stderr
     err = done.stderr.decode()
     assert err.count("\n") == 1 and f"smtp.listen 127.0.0.1:{port}" in err
+
+
+def test_doctor_reports_a_configured_data_dir_that_does_not_exist(tmp_path: Path) -> None:
+    cfg = config(tmp_path, f'data_dir = "{tmp_path / "missing"}"\n')
+    done = buzon(["doctor", "--config", str(cfg)], tmp_path)
+    assert done.returncode == 1
+    assert b"data_dir: FAIL: " in done.stdout and b"does not exist" in done.stdout
+    assert not (tmp_path / "missing").exists()

@@ -240,6 +240,7 @@ class App:
             runners |= {f"imap:{p.name}": p.run for p in self.imap_pollers()}
         smtp = smtp or self.settings.smtp
         if "smtp" in wanted and smtp.enabled:
+            probe_bind(smtp.listen, "smtp.listen")
             listener = self.smtp_listener(worker, smtp)
             runners["smtp"] = listener.run
         if "scheduler" in wanted:
@@ -396,3 +397,22 @@ class App:
                 f"http.listen {listen}: {exc.strerror or exc} (each process needs its own "
                 "port: --http HOST:PORT or BUZON_HTTP__LISTEN)"
             ) from None
+
+
+def probe_bind(listen: str, key: str) -> None:
+    """A port we cannot bind is a configuration error (78: not restarted in a loop), as
+    for the HTTP port. The listener binds later, inside the event loop, where a failure
+    would be a crashed component (exit 1, restarted forever); so try it here first.
+    SO_REUSEADDR as asyncio sets it: a port in TIME_WAIT is free, one with a listener not."""
+    host, port = split_hostport(listen)
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"{key} {listen}: {exc.strerror or exc}") from None

@@ -13,6 +13,7 @@ from tickets.errors import TicketNotFound
 from tickets.lifecycle import event_marks, time_spent
 from tickets.models import (
     Article,
+    Event,
     MailAddress,
     OutboxMessage,
     RawMessage,
@@ -95,8 +96,11 @@ def ticket_detail(session: Session, number: int, now: datetime | None = None) ->
         "participants": [
             {"email": p.email, "name": p.name, "role": p.role} for p in ticket.participants
         ],
+        "survey_rating": ticket.survey_rating,
+        "survey_comment": ticket.survey_comment,
         "articles": [
             {
+                "number": number,  # 1, 2, … within this ticket (`id` is global)
                 "id": a.id,
                 "kind": a.kind,
                 "message_id": a.message_id,
@@ -118,7 +122,7 @@ def ticket_detail(session: Session, number: int, now: datetime | None = None) ->
                     for f in a.attachments
                 ],
             }
-            for a in ticket.articles
+            for number, a in enumerate(ticket.articles, start=1)
         ],
         "events": [
             {
@@ -130,9 +134,15 @@ def ticket_detail(session: Session, number: int, now: datetime | None = None) ->
                 "actor": e.actor,
                 "data": e.data,
             }
-            for e in ticket.events
+            for e in _history(ticket)
         ],
     }
+
+
+def _history(ticket: Ticket) -> list[Event]:
+    """Events in the order they happened, "created" first: ingest records the people of a
+    new ticket (watcher added) in the same transaction, before its "created" event."""
+    return sorted(ticket.events, key=lambda e: (e.kind != "created", e.id))
 
 
 def list_raw(
