@@ -69,7 +69,12 @@ fi
 say "installing buzón into $PREFIX$VENV"
 install -d -m 0755 "$PREFIX/opt/buzon"
 [ -x "$PREFIX$VENV/bin/python" ] || "$PYTHON" -m venv "$PREFIX$VENV"
-"$PREFIX$VENV/bin/python" -m pip install -q --upgrade "$CHECKOUT"
+# From a copy: setuptools builds in the source tree (build/), and the checkout stays clean.
+src=$(mktemp -d)
+trap 'rm -rf "$src"' EXIT
+tar -C "$CHECKOUT" --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.egg-info' \
+  --exclude=./buzon-data -cf - . | tar -C "$src" -xf -
+"$PREFIX$VENV/bin/python" -m pip install -q --upgrade "$src"
 
 # --- directories and config -----------------------------------------------------------
 install -d -m 0700 "${OWNER[@]}" "$PREFIX$DATA"
