@@ -254,6 +254,9 @@ class OutboundConfig(_Section):
     ca_file: Path | None = None  # trust for a relay with a private certificate
     templates_dir: Path | None = None  # <dir>/<es|en>/<name> overrides the built-in templates
     batch_size: int = Field(50, ge=1, le=1000)  # mails claimed per delivery pass
+    # An address marked bouncing (a 5xx or a bounce notice) is mailed again after this
+    # many days; a mail from it or a delivery to it lifts the mark at once.
+    bouncing_days: float = Field(30.0, gt=0)
     # A claimed mail is another job's after this long: well above timeout, so that a
     # slow send is never taken over (and doubled) by a second job.
     claim_seconds: int = Field(600, ge=30)
@@ -593,6 +596,8 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file {path}: not found") from None
+        except OSError as exc:  # unreadable: permissions, a directory, an I/O error
+            raise ConfigError(f"config file {path}: cannot read: {exc.strerror or exc}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
     data.update(overrides)

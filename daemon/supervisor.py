@@ -23,10 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from daemon import sdnotify
+from daemon.config import ConfigError
 from tickets.errors import describe
 
 log = logging.getLogger("buzon.supervisor")
 
+EX_CONFIG = 78  # sysexits: a configuration problem (also daemon.cli.common's)
 Component = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 # Below systemd's TimeoutStopSec (30 s in deploy/systemd) and above smtp.shutdown_grace.
@@ -53,10 +55,10 @@ async def serve(
     tasks = {asyncio.create_task(run(stop), name=name): name for name, run in components.items()}
     log.info("started components=%s", ",".join(components))
     sdnotify.notify("READY=1")
-    failed = await _wait(tasks, stop, stop_timeout)
+    code = await _wait(tasks, stop, stop_timeout)
+    failed = code != 0
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.remove_signal_handler(sig)
-    code = 1 if failed else 0
     executor.shutdown(wait=False, cancel_futures=True)
     stuck = await _stuck_threads(grace=2.0)
     if stuck:
@@ -65,10 +67,11 @@ async def serve(
     return code
 
 
-async def _wait(tasks: dict[asyncio.Task[None], str], stop: asyncio.Event, limit: float) -> bool:
-    """Wait for every component; past `limit` after the stop, cancel the rest. True if one
-    failed (crashed, ended on its own, or had to be cancelled)."""
-    failed = False
+async def _wait(tasks: dict[asyncio.Task[None], str], stop: asyncio.Event, limit: float) -> int:
+    """Wait for every component; past `limit` after the stop, cancel the rest. The exit
+    code: 1 if one failed (crashed, ended on its own, or had to be cancelled), 78 when it
+    failed on the configuration (a busy port), so the supervisor does not loop on it."""
+    failed = 0
     pending = set(tasks)
     deadline: float | None = None
     while pending:
@@ -82,18 +85,18 @@ async def _wait(tasks: dict[asyncio.Task[None], str], stop: asyncio.Event, limit
             for task in pending:
                 task.cancel()
             await asyncio.wait(pending, timeout=1.0)
-            return True
+            return failed or 1
         for task in done:
             if task.cancelled() or task.exception() is None:
                 if not stop.is_set():
                     log.error("component=%s ended unexpectedly; stopping", tasks[task])
-                    failed = True
+                    failed = failed or 1
             else:
                 exc = task.exception()
                 assert exc is not None
                 # describe(): a database error's text carries its parameters (mail bodies).
                 log.error("component=%s crashed: %s", tasks[task], describe(exc))
-                failed = True
+                failed = failed or (EX_CONFIG if isinstance(exc, ConfigError) else 1)
             if not stop.is_set():
                 sdnotify.notify("STOPPING=1")
             stop.set()

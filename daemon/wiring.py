@@ -14,7 +14,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 
 from jinja2 import TemplateError
@@ -51,6 +51,7 @@ from notifier.sla_mail import StaffRouting
 from notifier.transports import MaildirTransport, SmtpTransport, Transport
 from parsers import Limits, SpamRules
 from tickets.actions import Catalogue
+from tickets.addresses import expire_bouncing
 from tickets.calendar import BusinessCalendar
 from tickets.db import DbTimeouts, make_engine, make_session_factory, upgrade
 from tickets.models import utcnow
@@ -285,6 +286,7 @@ class App:
             runners |= {f"imap:{p.name}": p.run for p in self.imap_pollers()}
         smtp = smtp or self.settings.smtp
         if "smtp" in wanted and smtp.enabled:
+            probe_bind(smtp.listen, "smtp.listen")
             listener = self.smtp_listener(worker, smtp)
             runners["smtp"] = listener.run
         if "scheduler" in wanted:
@@ -409,12 +411,21 @@ class App:
     def deliver_counts(
         self, now: datetime, transport: Callable[[], Transport] | None = None
     ) -> Counter[str]:
-        """One delivery pass of the outbox: sent / retry / failed / skipped."""
+        """One delivery pass of the outbox: sent / retry / failed / skipped. Bouncing
+        marks past `outbound.bouncing_days` are lifted first, so the pass (and every
+        notification planned after it) mails those addresses again."""
+        self.expire_bouncing(now)
         counts = deliver_due(
             self.sessions, (transport or self.transport)(), now, self.delivery_policy
         )
         self.health.metrics.outbox_sent.inc(counts.get("sent", 0))
         return counts
+
+    def expire_bouncing(self, now: datetime) -> int:
+        """Lift bouncing marks older than `outbound.bouncing_days`; how many."""
+        days = self.settings.outbound.bouncing_days
+        with self.sessions.begin() as session:
+            return expire_bouncing(session, now - timedelta(days=days))
 
     def http_server(self, listen: str | None = None) -> HttpServer | None:
         """The endpoint of this process, or None when http.enabled is false.
@@ -460,3 +471,22 @@ def _rule(cfg: RoutingRuleConfig) -> Rule:
         regex=re.compile(cfg.regex, re.I) if cfg.regex else None,
         proceed=cfg.proceed,
     )
+
+
+def probe_bind(listen: str, key: str) -> None:
+    """A port we cannot bind is a configuration error (78: not restarted in a loop), as
+    for the HTTP port. The listener binds later, inside the event loop, where a failure
+    would be a crashed component (exit 1, restarted forever); so try it here first.
+    SO_REUSEADDR as asyncio sets it: a port in TIME_WAIT is free, one with a listener not."""
+    host, port = split_hostport(listen)
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"{key} {listen}: {exc.strerror or exc}") from None

@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(python3-venv dovecot-imapd swaks ca-certificates)
+# postfix: tests/test_postfix.py starts private instances; systemd: systemd-analyze.
+DEBS=(python3-venv dovecot-imapd swaks ca-certificates postfix systemd)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -14,6 +15,9 @@ if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
   $SUDO apt-get update -qq
+  # Postfix "No configuration": no /etc/postfix/main.cf, so no system-wide MTA starts
+  # or listens on port 25; the tests run their own instances on loopback ports.
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from notifier import outbox
 from notifier.errors import PermanentDeliveryError, TransientDeliveryError
 from notifier.transports import SendResult, Transport
-from tickets.addresses import mark_bouncing
+from tickets.addresses import clear_bouncing, mark_bouncing
 from tickets.lifecycle import record
 from tickets.models import OutboxMessage, Ticket, utcnow
 
@@ -127,7 +127,27 @@ def _record_result(
     attempts: int,
     result: SendResult,
 ) -> str:
-    delivered = len(row.recipients) - len(result.temporary) - len(result.permanent)
+    not_delivered = result.temporary.keys() | result.permanent.keys() | result.unsupported.keys()
+    delivered = [r for r in row.recipients if r not in not_delivered]
+    if delivered:
+        with sessions.begin() as session:
+            # A relay that took the mail for an address: whatever bounced before is over.
+            clear_bouncing(session, delivered)
+    if result.unsupported:
+        with sessions.begin() as session:
+            _event(
+                session,
+                row,
+                "delivery_refused",
+                recipients=sorted(result.unsupported),
+                error="; ".join(sorted(set(result.unsupported.values())))[:500],
+            )
+        log.warning(
+            "outbox=%s not sent to %d address(es): %s",
+            row.id,
+            len(result.unsupported),
+            next(iter(result.unsupported.values())),
+        )
     if result.permanent:
         with sessions.begin() as session:
             _bounced(session, row, result.permanent)
@@ -143,10 +163,10 @@ def _record_result(
         error = "; ".join(sorted(set(result.temporary.values())))
         return _retry_or_fail(sessions, row, policy, now, attempts, error, sorted(result.temporary))
     with sessions.begin() as session:
-        if delivered > 0:
+        if delivered:
             outbox.mark_sent(session, row.id, policy.instance, now, attempts)
             return "sent"
-        error = "; ".join(sorted(set(result.permanent.values())))
+        error = "; ".join(sorted({*result.permanent.values(), *result.unsupported.values()}))
         outbox.mark_failed(session, row.id, policy.instance, attempts=attempts, error=error)
         return "failed"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from email.message import EmailMessage
+from email.policy import SMTPUTF8
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -42,7 +43,10 @@ def enqueue(
         message_id=message_id,
         mail_from=mail_from,
         recipients=list(recipients),
-        raw=message.as_bytes(),
+        # RFC 6532 headers for a non-ASCII address: the relay gets them with SMTPUTF8.
+        raw=message.as_bytes(policy=SMTPUTF8)
+        if not all(r.isascii() for r in recipients)
+        else message.as_bytes(),
         state=PENDING,
         attempts=0,
         next_attempt_at=now,

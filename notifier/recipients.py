@@ -38,7 +38,11 @@ _NOBODY = re.compile(
     re.IGNORECASE,
 )
 # What we can put in an SMTP envelope and a header without SMTPUTF8: plain ASCII.
-_SAFE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}@[A-Za-z0-9.-]{1,253}$")
+# Any mailbox without characters that could break a header or an SMTP command; non-ASCII
+# ones (josé@…) go out with SMTPUTF8 when the relay offers it.
+_SAFE = re.compile(
+    r"^[^\s@<>()\[\],;:\\\"\x00-\x1f\x7f]{1,64}@[^\s@<>()\[\],;:\\\"\x00-\x1f\x7f]{1,253}$"
+)
 
 
 @dataclass(frozen=True)

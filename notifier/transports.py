@@ -26,6 +26,17 @@ class SendResult:
 
     temporary: dict[str, str] = field(default_factory=dict)  # 4xx: try them again later
     permanent: dict[str, str] = field(default_factory=dict)  # 5xx: they bounce
+    # Never tried: the relay cannot carry their address (no SMTPUTF8). Not the address's
+    # fault, so not a bounce; the mail fails for them with the reason on the ticket.
+    unsupported: dict[str, str] = field(default_factory=dict)
+
+
+def needs_smtputf8(address: str) -> bool:
+    """An address SMTP can only carry with the SMTPUTF8 extension (RFC 6531)."""
+    return not address.isascii()
+
+
+NO_SMTPUTF8 = "553 5.6.7 the relay does not offer SMTPUTF8, needed for a non-ASCII address"
 
 
 class Transport(Protocol):
@@ -119,8 +130,13 @@ class SmtpTransport:
     def _send_once(self, mail_from: str, recipients: list[str], raw: bytes) -> SendResult:
         if self._conn is None:
             self._conn = self._connect()
+        result = SendResult()
+        options, result.unsupported = _utf8_plan(self._conn, mail_from, recipients)
+        recipients = [r for r in recipients if r not in result.unsupported]
+        if not recipients:
+            return result
         try:
-            refused = self._conn.sendmail(mail_from, recipients, raw)
+            refused = self._conn.sendmail(mail_from, recipients, raw, mail_options=options)
         except smtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients
         except smtplib.SMTPDataError as exc:
@@ -143,7 +159,6 @@ class SmtpTransport:
             raise TransientDeliveryError(
                 f"sending failed: {type(exc).__name__}: {exc}"[:300]
             ) from None
-        result = SendResult()
         for rcpt, (code, message) in refused.items():
             target = result.permanent if code >= 500 else result.temporary
             target[rcpt] = _reply(code, message)
@@ -155,6 +170,22 @@ class SmtpTransport:
     def close(self) -> None:
         conn, self._conn = self._conn, None
         _quit(conn)
+
+
+def _utf8_plan(
+    conn: smtplib.SMTP, mail_from: str, recipients: list[str]
+) -> tuple[list[str], dict[str, str]]:
+    """MAIL FROM options, and the recipients this relay cannot carry: SMTPUTF8 when an
+    address needs it and the relay offers it (smtplib then speaks UTF-8 on MAIL and
+    RCPT); without it, a non-ASCII recipient is refused here with a clear reason and
+    the others still get the mail."""
+    if not needs_smtputf8(mail_from) and not any(needs_smtputf8(r) for r in recipients):
+        return [], {}
+    if conn.has_extn("smtputf8"):
+        return ["SMTPUTF8"], {}
+    if needs_smtputf8(mail_from):
+        raise PermanentDeliveryError(f"our sender {mail_from!r}: {NO_SMTPUTF8}")
+    return [], {r: NO_SMTPUTF8 for r in recipients if needs_smtputf8(r)}
 
 
 def _quit(conn: smtplib.SMTP | None) -> None:
@@ -178,14 +209,22 @@ class MaildirTransport:
             f"Return-Path: <{mail_from}>\r\nX-Buzon-Envelope-To: {', '.join(recipients)}\r\n"
         ).encode("ascii", "replace")
         try:
-            mailbox.Maildir(self.path, create=True).add(envelope + raw)
+            self._maildir().add(envelope + raw)
         except OSError as exc:
             raise TransientDeliveryError(f"cannot write to {self.path}: {exc}") from None
         return SendResult()
 
+    def _maildir(self) -> mailbox.Maildir:
+        """The Maildir, with tmp/ new/ cur/ made where they are missing: `Maildir(create=
+        True)` makes them only for a new folder, and an empty folder left by an older
+        version or by hand would fail every delivery."""
+        for sub in ("tmp", "new", "cur"):
+            (self.path / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        return mailbox.Maildir(self.path, create=False)
+
     def check(self) -> None:
         try:
-            mailbox.Maildir(self.path, create=True)
+            self._maildir()
         except OSError as exc:
             raise TransientDeliveryError(f"cannot write to {self.path}: {exc}") from None
 

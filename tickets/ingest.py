@@ -35,7 +35,7 @@ from parsers.thread_keys import (
     ticket_from_subject,
 )
 from tickets import survey
-from tickets.addresses import base_address, mark_bouncing
+from tickets.addresses import base_address, clear_bouncing, mark_bouncing
 from tickets.blobstore import BlobStore
 from tickets.changes import Change, CustomerReplied, Imported, TicketCreated
 from tickets.errors import TicketError, describe
@@ -285,6 +285,7 @@ def _apply(session: Session, policy: MailPolicy, row: RawMessage, msg: ParsedMes
         return Outcome(row.id, RawState.IGNORED, reason="no sender address to answer")
     if policy.is_own(sender.email):
         return Outcome(row.id, RawState.IGNORED, reason="sent from one of our own addresses")
+    clear_bouncing(session, [sender.email])  # it writes to us: its mailbox works again
 
     ticket = _find_ticket(session, policy, msg, sender, row.envelope)
     if ticket is not None and ticket.status != Status.CLOSED:

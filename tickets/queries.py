@@ -15,6 +15,8 @@ from tickets.lifecycle import event_marks, statuses_named, time_spent
 from tickets.models import (
     Article,
     AttachmentFile,
+    Event,
+    MailAddress,
     OutboxMessage,
     RawMessage,
     RawState,
@@ -112,8 +114,11 @@ def ticket_detail(session: Session, number: int, now: datetime | None = None) ->
         "participants": [
             {"email": p.email, "name": p.name, "role": p.role} for p in ticket.participants
         ],
+        "survey_rating": ticket.survey_rating,
+        "survey_comment": ticket.survey_comment,
         "articles": [
             {
+                "number": number,  # 1, 2, … within this ticket (`id` is global)
                 "id": a.id,
                 "kind": a.kind,
                 "message_id": a.message_id,
@@ -136,7 +141,7 @@ def ticket_detail(session: Session, number: int, now: datetime | None = None) ->
                     for f in a.attachments
                 ],
             }
-            for a in ticket.articles
+            for number, a in enumerate(ticket.articles, start=1)
         ],
         "events": [
             {
@@ -148,7 +153,7 @@ def ticket_detail(session: Session, number: int, now: datetime | None = None) ->
                 "actor": e.actor,
                 "data": e.data,
             }
-            for e in ticket.events
+            for e in _history(ticket)
         ],
     }
 
@@ -168,6 +173,12 @@ def attachment(session: Session, number: int, attachment_id: int) -> dict[str, A
         "size": found.size,
         "sha256": found.sha256,
     }
+
+
+def _history(ticket: Ticket) -> list[Event]:
+    """Events in the order they happened, "created" first: ingest records the people of a
+    new ticket (watcher added) in the same transaction, before its "created" event."""
+    return sorted(ticket.events, key=lambda e: (e.kind != "created", e.id))
 
 
 def list_raw(
@@ -264,3 +275,25 @@ def queue_figures(session: Session) -> dict[str, Any]:
         "raw_by_source": by_source,
         "outbox": {state: count for state, count in outbox},
     }
+
+
+def list_addresses(
+    session: Session, *, bouncing: bool = False, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """What we know of addresses (`bouncing`: only those marked), newest bounce first."""
+    query = (
+        select(MailAddress)
+        .order_by(MailAddress.bounced_at.desc().nulls_last(), MailAddress.email)
+        .limit(limit)
+    )
+    if bouncing:
+        query = query.where(MailAddress.bouncing.is_(True))
+    return [
+        {
+            "email": a.email,
+            "bouncing": bool(a.bouncing),
+            "bounced_at": a.bounced_at,
+            "reason": a.bounce_reason,
+        }
+        for a in session.scalars(query)
+    ]

@@ -1,18 +1,12 @@
-"""The `buzon` command, assembled from its groups (one module per group)."""
+"""The `buzon` console script. The command tree lives in `daemon.cli.root` and is
+imported inside `entry`, so that even a failed import is caught when buzón runs as an
+MTA's pipe (see `daemon.cli.pipe`)."""
 
 from __future__ import annotations
 
 import os
-
-import click
-
-from daemon.cli import admin, doctor, inbound, outbox, run, sla, tickets
-
-
-@click.group()
-@click.option("--config", envvar="BUZON_CONFIG", type=click.Path(dir_okay=False), hidden=True)
-def main(config: str | None) -> None:
-    """buzón: email-to-ticket daemon."""
+import sys
+from typing import Any
 
 
 def entry() -> None:
@@ -20,21 +14,20 @@ def entry() -> None:
     # Tickets, attachments and the key are private to the service user, whatever the
     # unit or the shell says (the units set UMask=0077 too).
     os.umask(0o077)
-    main()
+    from daemon.cli.pipe import is_pipe, run_pipe
+
+    argv = sys.argv[1:]
+    if is_pipe(argv):
+        sys.exit(run_pipe(argv))
+    from daemon.cli.root import main
+
+    main(prog_name="buzon")
 
 
-for command in (
-    admin.config_group,
-    admin.db_group,
-    inbound.ingest,
-    inbound.inbound_group,
-    tickets.tickets_group,
-    outbox.outbox_group,
-    sla.sla_group,
-    run.run,
-    run.smtp,
-    run.imap,
-    run.scheduler,
-    doctor.doctor,
-):
-    main.add_command(command)
+def __getattr__(name: str) -> Any:
+    # `from daemon.cli import main` keeps working without importing everything eagerly.
+    if name == "main":
+        from daemon.cli.root import main
+
+        return main
+    raise AttributeError(name)

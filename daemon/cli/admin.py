@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from daemon.cli.common import EX_CONFIG, fail, with_app
+from daemon.cli.common import CONFIG_PATH, EX_CONFIG, fail, with_service_app
 from daemon.config import ConfigError, load_settings
 from daemon.wiring import App
 
@@ -15,8 +15,8 @@ def config_group() -> None:
 
 
 @config_group.command("check")
-@click.argument("file", required=False, type=click.Path(dir_okay=False))
-@click.option("--config", envvar="BUZON_CONFIG", type=click.Path(dir_okay=False))
+@click.argument("file", required=False, type=CONFIG_PATH)
+@click.option("--config", envvar="BUZON_CONFIG", type=CONFIG_PATH)
 def config_check(file: str | None, config: str | None) -> None:
     """Validate a config file (and BUZON_* variables); print the effective settings."""
     try:
@@ -35,7 +35,7 @@ def db_group() -> None:
 
 
 @db_group.command("upgrade")
-@with_app
+@with_service_app
 def db_upgrade(app: App) -> None:
     """Apply every pending migration (also done at every start)."""
     click.echo("schema is current")

@@ -21,10 +21,16 @@ from daemon.wiring import App
 from tickets.errors import TicketError, describe
 
 EX_DATAERR = 65
+EX_UNAVAILABLE = 69  # an agent's reply was recorded but reaches nobody
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# --config is checked by `load_settings`, not by click: an unreadable or missing file is
+# then a one-line configuration error (78; 75 under the MTA pipe) naming the cause,
+# rather than a usage error (2).
+CONFIG_PATH = click.Path(readable=False)
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -33,12 +39,21 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def load_app(config: str | None, *, prepare: bool = True) -> App:
+def load_app(config: str | None, *, prepare: bool = True, creates_data_dir: bool = True) -> App:
+    """The App of `config`. With `creates_data_dir` false (one-shot commands) a data dir
+    named by a config file must exist: a relative or mistyped `data_dir` would otherwise
+    give the command a new, empty database ("no tickets") instead of the service's."""
     try:
         settings = load_settings(config)
     except ConfigError as exc:
         fail(str(exc), EX_CONFIG)
-    configure_logging(settings.log.level, settings.log.json_format)
+    if config is not None and not creates_data_dir and not settings.data_dir.is_dir():
+        fail(
+            f"data_dir {settings.data_dir} (config {config}) does not exist; run this where "
+            "buzón runs, fix data_dir, or create it with `buzon db upgrade`",
+            EX_CONFIG,
+        )
+    configure_logging(settings.log.level, settings.log.json_format, one_shot=not creates_data_dir)
     app = App(settings)
     if prepare:
         try:
@@ -57,18 +72,29 @@ def root_config() -> str | None:
 
 
 def with_app(func: F) -> F:
-    """Adds --config to a command and hands it a ready App."""
+    """Adds --config to a one-shot command and hands it a ready App (the data dir a
+    config names must exist; WARNING and above are logged, so that the command's own
+    output and progress bar stay readable)."""
+    return _with_app(func, creates_data_dir=False)
 
+
+def with_service_app(func: F) -> F:
+    """`with_app` for the long-lived commands and `db upgrade`: they may create the data
+    dir (a first start) and log at the configured level."""
+    return _with_app(func, creates_data_dir=True)
+
+
+def _with_app(func: F, *, creates_data_dir: bool) -> F:
     @click.option(
         "--config",
         "config",
         envvar="BUZON_CONFIG",
-        type=click.Path(dir_okay=False),
+        type=CONFIG_PATH,
         help="TOML config file (env BUZON_CONFIG).",
     )
     @functools.wraps(func)
     def wrapper(*args: Any, config: str | None, **kwargs: Any) -> Any:
-        app = load_app(config or root_config())
+        app = load_app(config or root_config(), creates_data_dir=creates_data_dir)
         try:
             return func(app, *args, **kwargs)
         except TicketError as exc:
@@ -117,9 +143,3 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
 
 
 DURATION = Duration()
-
-
-@click.group()
-@click.option("--config", envvar="BUZON_CONFIG", type=click.Path(dir_okay=False), hidden=True)
-def main(config: str | None) -> None:
-    """buzón: email-to-ticket daemon."""

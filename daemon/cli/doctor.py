@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from daemon.cli.common import EX_CONFIG, root_config
+from daemon.cli.common import CONFIG_PATH, EX_CONFIG, root_config
 from daemon.config import ConfigError, ImapMailbox, load_settings
 from daemon.intake.imap_auth import credentials_for
 from daemon.intake.imap_poller import connect_factory, describe, mailbox_status
@@ -36,7 +36,7 @@ class Failed(Exception):
 
 
 @click.command("doctor")
-@click.option("--config", envvar="BUZON_CONFIG", type=click.Path(dir_okay=False))
+@click.option("--config", envvar="BUZON_CONFIG", type=CONFIG_PATH)
 def doctor(config: str | None) -> None:
     """Check config, database, mailboxes, relay and data dir; exit 0 when all are ok."""
     ctx_config = root_config()
@@ -47,10 +47,14 @@ def doctor(config: str | None) -> None:
         sys.exit(EX_CONFIG)
     click.echo(f"config: ok ({config or ctx_config or 'defaults and BUZON_* variables'})")
     app = App(settings)
+    # With a config file, a missing data dir is a finding, not something to create: the
+    # service would otherwise look healthy on a new, empty database (see load_app).
+    creates = (config or ctx_config) is None
     try:
-        ok = all([_report(name, check) for name, check in _checks(app)])
+        ok = all([_report(name, check) for name, check in _checks(app, creates)])
     finally:
-        app.engine.dispose()
+        if "engine" in vars(app):  # built by a check; building it now would mkdir for SQLite
+            app.engine.dispose()
     sys.exit(0 if ok else 1)
 
 
@@ -67,11 +71,15 @@ def _report(name: str, check: Callable[[], str]) -> bool:
     return True
 
 
-def _checks(app: App) -> Iterator[Check]:
-    yield "data_dir", lambda: _writable(app.settings.data_dir)
+def _checks(app: App, creates_data_dir: bool = True) -> Iterator[Check]:
+    # Decided before any check runs: opening SQLite would create the directory.
+    missing = not creates_data_dir and not app.settings.data_dir.is_dir()
+    yield "data_dir", lambda: _writable(app.settings.data_dir, create=not missing)
     database_ok = [False]
 
     def database() -> str:
+        if missing and app.settings.database_url is None:
+            raise Failed("skipped: data_dir does not exist")
         detail = _database(app)
         database_ok[0] = True
         return detail
@@ -80,17 +88,27 @@ def _checks(app: App) -> Iterator[Check]:
     for mailbox in app.settings.imap.mailboxes:
         yield f"imap {mailbox.name}", partial(_imap, app, mailbox, database_ok)
     if app.settings.outbound.relay is None:
-        yield "outbound maildir", lambda: _relay(app) and _writable(app.settings.outbox_maildir)
+        yield "outbound maildir", partial(_maildir, app, missing)
     else:
         yield f"relay {app.settings.outbound.relay}", lambda: _relay(app)
     yield "queues", lambda: _queues(app) if database_ok[0] else _skipped()
+
+
+def _maildir(app: App, data_dir_missing: bool) -> str:
+    """The local outbox: made complete (tmp/ new/ cur/) as delivery would, but never
+    inside a data dir that the config names and that does not exist."""
+    if data_dir_missing:
+        raise Failed("skipped: data_dir does not exist")
+    return _relay(app) and _writable(app.settings.outbox_maildir)
 
 
 def _skipped() -> str:
     raise Failed("skipped: the database is unavailable")
 
 
-def _writable(path: Path) -> str:
+def _writable(path: Path, *, create: bool = True) -> str:
+    if not create and not path.is_dir():
+        raise Failed(f"{path} does not exist (create it with `buzon db upgrade`)")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".doctor-"):

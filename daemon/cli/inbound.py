@@ -34,11 +34,16 @@ def ingest(app: App, file: str, maildir: str | None, mbox: str | None) -> None:
         box = mailbox.Maildir(maildir, create=False) if maildir else mailbox.mbox(mbox or "")
         _backfill(app, box)
         return
-    raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    try:
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {file}: {exc.strerror or exc}", EX_TEMPFAIL)
     try:
         raw_id = accept(app.sessions, raw, "pipe", {"file": None if file == "-" else file})
     except StoreUnavailable as exc:
         fail(f"could not store the message: {exc}", EX_TEMPFAIL)
+    # Stored: from here on the MTA must get 0, or it would deliver the mail again; what
+    # is not processed now stays pending for the ingest worker or `inbound reprocess`.
     try:
         outcome = app.desk.ingest(raw_id)
     except Exception as exc:  # noqa: BLE001 - stored: the MTA must not retry nor bounce it

@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 import click
 from pydantic import ValidationError
 
-from daemon.cli.common import EX_CONFIG, EX_TEMPFAIL, fail, with_app
+from daemon.cli.common import EX_CONFIG, EX_TEMPFAIL, fail, with_service_app
 from daemon.config import ConfigError, SmtpConfig
 from daemon.supervisor import Component, serve
 from daemon.wiring import App
@@ -43,7 +43,7 @@ def serve_until_stopped(build: Callable[[], dict[str, Component]]) -> NoReturn:
 
 @click.command("run")
 @http_option
-@with_app
+@with_service_app
 def run(app: App, http: str | None) -> None:
     """Run every configured component in one process until SIGTERM."""
     serve_until_stopped(lambda: app.runners("run", http=http))
@@ -52,7 +52,7 @@ def run(app: App, http: str | None) -> None:
 @click.command("smtp")
 @click.option("--listen", metavar="HOST:PORT", help="Overrides smtp.listen.")
 @http_option
-@with_app
+@with_service_app
 def smtp(app: App, listen: str | None, http: str | None) -> None:
     """Serve SMTP (LMTP with smtp.lmtp = true) and process what arrives, until SIGTERM."""
     config = _with_listen(app.settings.smtp, listen)
@@ -70,7 +70,7 @@ def _with_listen(config: SmtpConfig, listen: str | None) -> SmtpConfig:
 
 @click.command("imap")
 @http_option
-@with_app
+@with_service_app
 def imap(app: App, http: str | None) -> None:
     """Poll every configured IMAP mailbox (IDLE when offered) until SIGTERM."""
     if not app.settings.imap.mailboxes:
@@ -81,7 +81,7 @@ def imap(app: App, http: str | None) -> None:
 @click.command("scheduler")
 @click.option("--once", is_flag=True, help="Run every job once now, then exit (cron, tests).")
 @http_option
-@with_app
+@with_service_app
 def scheduler(app: App, once: bool, http: str | None) -> None:
     """Run the scheduled jobs until SIGTERM (or once with --once)."""
     if not once:

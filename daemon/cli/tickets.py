@@ -10,13 +10,22 @@ import getpass
 import mimetypes
 import sys
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 
-from daemon.cli.common import DURATION, EX_DATAERR, emit, emit_rows, fail, with_app
+from daemon.cli.common import (
+    DURATION,
+    EX_DATAERR,
+    EX_UNAVAILABLE,
+    emit,
+    emit_rows,
+    fail,
+    with_app,
+)
 from daemon.wiring import App
 from notifier.mail import Queued
 from tickets import actions, queries, search, shaping
@@ -118,10 +127,16 @@ def tickets_show(app: App, number: int, as_json: bool) -> None:
     """One ticket: thread, participants, attachments and history."""
     with app.sessions() as session:
         data = queries.ticket_detail(session, number, utcnow())
-    emit(data, as_json, _print_ticket)
+    zone = ZoneInfo(app.settings.sla.timezone)
+    emit(data, as_json, lambda t: _print_ticket(t, zone))
 
 
-def _print_ticket(t: dict[str, Any]) -> None:
+def _local(moment: datetime, zone: ZoneInfo) -> str:
+    """A stored UTC time as agents read it: the desk's time zone, to the minute."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _print_ticket(t: dict[str, Any], zone: ZoneInfo) -> None:
     click.echo(f"#{t['number']} {t['subject']}")
     click.echo(
         f"  status {t['status']}  level {t['level']}  priority {t['priority']}  "
@@ -140,12 +155,16 @@ def _print_ticket(t: dict[str, Any]) -> None:
             + "  relacionados: "
             + (" ".join(f"#{n}" for n in similar["related"]) or "-")
         )
+    if t["survey_rating"] is not None:
+        comment = f" «{t['survey_comment']}»" if t["survey_comment"] else ""
+        click.echo(f"  survey rating {t['survey_rating']}/5{comment}")
     click.echo("participants:")
     for p in t["participants"]:
         click.echo(f"  {p['role']:<10} {p['email']}")
     click.echo("thread:")
     for a in t["articles"]:
-        click.echo(f"  [{a['id']}] {a['created_at']} {a['kind']} from {a['from'] or a['author']}")
+        when = _local(a["created_at"], zone)
+        click.echo(f"  [{a['number']}] {when} {a['kind']} from {a['from'] or a['author']}")
         for line in (a["new_text"] or "").strip().splitlines()[:20]:
             click.echo(f"      {line}")
         for f in a["attachments"]:
@@ -157,7 +176,7 @@ def _print_ticket(t: dict[str, Any]) -> None:
         change = f" {e['field']}: {e['old'] or '-'} → {e['new'] or '-'}" if e["field"] else ""
         why = "; ".join(f"{k} {e['data'][k]}" for k in ("type", "reason", "note") if k in e["data"])
         why = f" ({why})" if why else ""
-        click.echo(f"  {e['at']} {e['kind']}{change} by {e['actor']}{why}")
+        click.echo(f"  {_local(e['at'], zone)} {e['kind']}{change} by {e['actor']}{why}")
     spent = [f"level {k} {_hm(v)}" for k, v in t["time_by_level"].items()]
     spent += [f"team {k} {_hm(v)}" for k, v in t["time_by_team"].items()]
     click.echo("time open (h:mm): " + "  ".join(spent))
@@ -311,6 +330,7 @@ def tickets_reply(
         for p in attach
     ]
     blobs = BlobStore(app.settings.attachments_dir)
+    app.expire_bouncing(utcnow())  # an expired mark must not hold this answer back
     done = app.desk.act(
         number,
         lambda s, t: actions.reply(
@@ -318,6 +338,24 @@ def tickets_reply(
         ),
     )
     _report(number, "reply recorded", done.queued)
+    _fail_if_unsent(number, done.queued)
+
+
+def _fail_if_unsent(number: int, queued: list[Queued]) -> None:
+    """An answer that reaches nobody is an error the agent must see, not a detail in
+    parentheses: one line naming who was skipped and why, and a non-zero exit."""
+    if any(q.outbox_id is not None and q.recipients for q in queued):
+        return
+    skipped = [f"{e} ({r})" for q in queued for e, r in q.refused]
+    hint = ""
+    if any(r == "bouncing" for q in queued for _, r in q.refused):
+        hint = "; once the address works again: buzon addresses clear ADDRESS, then reply again"
+    fail(
+        f"ticket #{number}: the reply is on the ticket but was mailed to nobody: "
+        + (", ".join(skipped) or "no recipient")
+        + hint,
+        EX_UNAVAILABLE,
+    )
 
 
 @tickets_group.command("priority")

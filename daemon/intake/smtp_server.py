@@ -301,7 +301,12 @@ class SmtpListener:
             if _DEMOTE not in mail_log.filters:
                 mail_log.addFilter(_DEMOTE)
             loop = asyncio.get_running_loop()
-            self._server = await loop.create_server(self._factory, *self.bind)
+            try:
+                self._server = await loop.create_server(self._factory, *self.bind)
+            except OSError as exc:  # a busy port is the configuration's problem: exit 78
+                raise ConfigError(
+                    f"smtp.listen {self.config.listen}: {exc.strerror or exc}"
+                ) from None
             self.serving = True
             host, port = self._server.sockets[0].getsockname()[:2]
             self.address = (host, port)
