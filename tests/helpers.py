@@ -92,15 +92,13 @@ def make_app(tmp_path: Path, db_url: str, **overrides: object) -> App:
 
 def relay_app(tmp_path: Path, db_url: str, sink: SmtpSink, **overrides: Any) -> App:
     outbound = {"relay": sink.relay, "security": "none", **overrides.pop("outbound", {})}
-    return make_app(
-        tmp_path,
-        db_url,
-        agents=["agente@soporte.example"],
-        support_addresses=["soporte@soporte.example"],
-        aliases=["ayuda@soporte.example"],
-        outbound=outbound,
+    settings: dict[str, Any] = {
+        "agents": ["agente@soporte.example"],
+        "support_addresses": ["soporte@soporte.example"],
+        "aliases": ["ayuda@soporte.example"],
         **overrides,
-    )
+    }
+    return make_app(tmp_path, db_url, outbound=outbound, **settings)
 
 
 # --- the real code paths ----------------------------------------------------------------------

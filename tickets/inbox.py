@@ -172,6 +172,17 @@ def fail(sf: SessionFactory, raw_id: int, error: str, max_attempts: int) -> str:
 FINAL = frozenset({RawState.PROCESSED, RawState.IGNORED})
 
 
+def release_spam(sf: SessionFactory, raw_ids: Iterable[int]) -> int:
+    """Back to the queue, marked released: ingest then skips the filters' verdict."""
+    released = 0
+    with sf.begin() as session:
+        for row in session.scalars(select(RawMessage).where(RawMessage.id.in_(list(raw_ids)))):
+            row.envelope = {**row.envelope, "released": True}
+            row.state, row.reason, row.claimed_at = RawState.PENDING, None, None
+            released += 1
+    return released
+
+
 def reset_for_reprocess(sf: SessionFactory, raw_ids: Iterable[int]) -> int:
     with sf.begin() as session:
         result = session.execute(

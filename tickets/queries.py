@@ -203,6 +203,14 @@ def list_raw(
     ]
 
 
+def raw_ids_in_state(session: Session, raw_ids: list[int], state: str) -> list[int]:
+    return list(
+        session.scalars(
+            select(RawMessage.id).where(RawMessage.id.in_(raw_ids), RawMessage.state == state)
+        )
+    )
+
+
 def failed_raw_ids(session: Session) -> list[int]:
     return list(
         session.scalars(

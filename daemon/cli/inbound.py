@@ -11,11 +11,12 @@ from typing import Any
 
 import click
 
-from daemon.cli.common import EX_TEMPFAIL, emit_rows, fail, with_app
+from daemon.cli.common import EX_DATAERR, EX_TEMPFAIL, emit_rows, fail, with_app
 from daemon.wiring import App
 from tickets import queries
 from tickets.errors import describe
-from tickets.inbox import StoreUnavailable, accept, reset_for_reprocess
+from tickets.inbox import StoreUnavailable, accept, release_spam, reset_for_reprocess
+from tickets.models import RawState
 
 
 @click.command("ingest")
@@ -24,15 +25,20 @@ from tickets.inbox import StoreUnavailable, accept, reset_for_reprocess
     "--maildir", type=click.Path(exists=True, file_okay=False), help="Backfill a Maildir."
 )
 @click.option("--mbox", type=click.Path(exists=True, dir_okay=False), help="Backfill an mbox file.")
+@click.option(
+    "--notify",
+    is_flag=True,
+    help="Backfill: mail customers as for new mail (default: tell nobody of past mail).",
+)
 @with_app
-def ingest(app: App, file: str, maildir: str | None, mbox: str | None) -> None:
+def ingest(app: App, file: str, maildir: str | None, mbox: str | None, notify: bool) -> None:
     """Ingest one mail from FILE or stdin (an MTA pipe), or backfill a Maildir/mbox.
 
     Exit 75 (EX_TEMPFAIL) when the mail could not be stored, so the MTA retries.
     """
     if maildir or mbox:
         box = mailbox.Maildir(maildir, create=False) if maildir else mailbox.mbox(mbox or "")
-        _backfill(app, box)
+        _backfill(app, box, notify)
         return
     try:
         raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
@@ -57,14 +63,15 @@ def ingest(app: App, file: str, maildir: str | None, mbox: str | None) -> None:
     )
 
 
-def _backfill(app: App, box: mailbox.Mailbox[Any]) -> None:
+def _backfill(app: App, box: mailbox.Mailbox[Any], notify: bool) -> None:
     states: Counter[str] = Counter()
     keys = list(box.keys())
     with click.progressbar(keys, label="ingesting", file=sys.stderr) as bar:
         for key in bar:
             raw = box.get_bytes(key)
             try:
-                raw_id = accept(app.sessions, raw, "backfill", {"key": str(key)})
+                envelope = {"key": str(key), "notify": notify}
+                raw_id = accept(app.sessions, raw, "backfill", envelope)
             except StoreUnavailable as exc:
                 fail(f"could not store message {key}: {exc}", EX_TEMPFAIL)
             states[_process(app, raw_id)] += 1
@@ -90,7 +97,7 @@ def inbound_group() -> None:
 @inbound_group.command("list")
 @click.option(
     "--state",
-    type=click.Choice(["pending", "processing", "processed", "ignored", "failed", "quarantined"]),
+    type=click.Choice([s.value for s in RawState]),
 )
 @click.option("--limit", default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -128,3 +135,21 @@ def inbound_reprocess(app: App, raw_id: int | None, failed: bool) -> None:
         f"{len(ids)} reprocessed: "
         + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none")
     )
+
+
+@inbound_group.command("release")
+@click.argument("raw_ids", type=int, nargs=-1, required=True)
+@with_app
+def inbound_release(app: App, raw_ids: tuple[int, ...]) -> None:
+    """Not spam after all: turn the stored message(s) into tickets as if no filter had
+    flagged them."""
+    with app.sessions() as session:
+        spam = queries.raw_ids_in_state(session, list(raw_ids), RawState.SPAM)
+    if set(spam) != set(raw_ids):
+        others = ", ".join(str(i) for i in raw_ids if i not in spam)
+        fail(f"not kept as spam: {others} (see `buzon inbound list --state spam`)", EX_DATAERR)
+    release_spam(app.sessions, spam)
+    for raw_id in spam:
+        outcome = app.desk.ingest(raw_id)
+        ticket = f" ticket #{outcome.ticket_id}" if outcome.ticket_id else ""
+        click.echo(f"raw message {raw_id}: {outcome.state}{ticket}")
