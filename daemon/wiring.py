@@ -44,12 +44,13 @@ from notifier.notify import Notifier, NotifySettings
 from notifier.recipients import Budget
 from notifier.render import Renderer
 from notifier.sla_mail import StaffRouting
+from notifier.staff_mail import StaffDirectory, StaffNotifier
 from notifier.transports import MaildirTransport, SmtpTransport, Transport
 from tickets.actions import Catalogue
 from tickets.calendar import BusinessCalendar
 from tickets.db import make_engine, make_session_factory, upgrade
 from tickets.models import utcnow
-from tickets.policy import MailPolicy
+from tickets.policy import AgentMailPolicy, MailPolicy
 from tickets.priority import PriorityMatrix
 from tickets.sla import SlaPolicy, Target
 
@@ -79,11 +80,31 @@ class App:
                     out.budget_per_recipient, out.budget_per_ticket, out.budget_window_seconds
                 ),
                 is_own=s.is_own_address,
-                is_agent=lambda email: email.lower() in s.agents,
+                is_agent=lambda email: email.lower() in s.agent_addresses,
                 attachments_dir=s.attachments_dir,
                 survey=s.sla.survey,
+                agent_names=s.agent_names,
             ),
             Renderer(out.templates_dir),
+        )
+
+    @cached_property
+    def staff(self) -> StaffNotifier | None:
+        """Agents' mail (new tickets, replies, assignments, escalations); None when off."""
+        s = self.settings
+        if not s.agent_mail.notify:
+            return None
+        return StaffNotifier(
+            self.notifier.settings,
+            self.notifier.renderer,
+            StaffDirectory(
+                agents=s.agent_names,
+                agent_teams={a.address: tuple(a.teams) for a in s.agents},
+                teams={t: tuple(a) for t, a in s.tickets.addresses_by_team().items()},
+                triage=tuple(s.tickets.triage_addresses),
+                language=s.default_language,
+                own_addresses=s.own_addresses,
+            ),
         )
 
     @cached_property
@@ -93,7 +114,7 @@ class App:
         return StaffRouting(
             tier1=tuple(s.sla.tier1_addresses),
             tier2=tuple(s.sla.tier2_addresses),
-            teams={team: tuple(a) for team, a in s.tickets.team_addresses.items()},
+            teams={team: tuple(a) for team, a in s.tickets.addresses_by_team().items()},
             language=s.default_language,
             timezone=s.sla.timezone,
             own_addresses=s.own_addresses,
@@ -101,15 +122,23 @@ class App:
 
     @cached_property
     def desk(self) -> Desk:
-        return Desk(self.sessions, self.policy, self.sla_policy, self.notifier, self.routing)
+        return Desk(
+            self.sessions,
+            self.policy,
+            self.sla_policy,
+            self.notifier,
+            self.routing,
+            staff=self.staff,
+        )
 
     @cached_property
     def catalogue(self) -> Catalogue:
         cfg = self.settings.tickets
         return Catalogue(
             categories=tuple(cfg.categories),
-            teams=tuple(cfg.teams),
+            teams=tuple(cfg.team_names),
             matrix=PriorityMatrix(cfg.priority_matrix),
+            agents=self.settings.agent_names,
         )
 
     def transport(self) -> Transport:
@@ -165,14 +194,33 @@ class App:
             secret=s.secret(),
             attachments_dir=s.attachments_dir,
             support_domains=frozenset(s.support_domains),
-            agents=frozenset(s.agents),
+            agents=s.agent_addresses,
             subject_tag=s.subject_tag,
             tag_requires_participant=s.tag_requires_participant,
             honour_reply_to=s.honour_reply_to,
             default_language=s.default_language,
             max_attempts=s.ingest.max_attempts,
             instance=self.instance,
+            agent_mail=AgentMailPolicy(
+                team_members=self._team_members(),
+                catalogue=self.catalogue,
+                require_authentication=s.agent_mail.require_authentication,
+                trusted_authserv_ids=frozenset(
+                    i.lower() for i in s.agent_mail.trusted_authserv_ids
+                ),
+            ),
         )
+
+    def _team_members(self) -> dict[str, frozenset[str]]:
+        """A team address → the configured agents of that team: a notification sent to a
+        team address may be answered, with agent power, by any of them."""
+        s = self.settings
+        members: dict[str, set[str]] = {}
+        for team, addresses in s.tickets.addresses_by_team().items():
+            agents = {a.address for a in s.agents if team.lower() in map(str.lower, a.teams)}
+            for address in addresses:
+                members.setdefault(address, set()).update(agents)
+        return {address: frozenset(agents) for address, agents in members.items()}
 
     @cached_property
     def sla_policy(self) -> SlaPolicy:

@@ -184,7 +184,8 @@ def test_assigning_an_agent_takes_a_new_ticket_in_progress(app: App) -> None:
     with pytest.raises(TicketError, match="already assigned"):
         act(app, number, lambda s, t: actions.assign(s, t, AGENT, agent="luis"))
     changes = act(app, number, lambda s, t: actions.assign(s, t, AGENT, team="PX"))
-    assert changes == [Assigned(number, "luis", "PX", AGENT)]  # no status change this time
+    # No status change this time.
+    assert changes == [Assigned(number, "luis", "PX", AGENT, previous="luis", team_changed=True)]
 
 
 def test_configured_teams_are_enforced(tmp_path: Path) -> None:
