@@ -308,6 +308,11 @@ def test_agent_commands_end_to_end_with_the_local_maildir(tmp_path: Path) -> Non
     box = mailbox.Maildir(tmp_path / "data" / "outbox-maildir", create=False)
     subjects = sorted(str(m["Subject"]) for m in box)
     assert len(subjects) == 3
+    # One conversation: every mail carries the ticket's subject ("Re: " where it answers).
+    assert {s.removeprefix("Re: ") for s in subjects} == {"[#1] No carga la agenda"}
+    # Maildir files have the platform's line endings (LF), as any MDA writes them.
+    for path in (tmp_path / "data" / "outbox-maildir" / "new").iterdir():
+        assert b"\r\n" not in path.read_bytes() and b"\n" in path.read_bytes()
     assert all(m["X-Buzon-Envelope-To"] == "ana@clinica.example, luis@clinica.example" for m in box)
 
     listed = json.loads(buzon(["outbox", "list", "--json"], tmp_path).stdout)
