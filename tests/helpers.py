@@ -96,10 +96,10 @@ def make_app(tmp_path: Path, db_url: str, **overrides: object) -> App:
 
 def relay_app(tmp_path: Path, db_url: str, sink: SmtpSink, **overrides: Any) -> App:
     outbound = {"relay": sink.relay, "security": "none", **overrides.pop("outbound", {})}
+    overrides.setdefault("agents", ["agente@soporte.example"])
     return make_app(
         tmp_path,
         db_url,
-        agents=["agente@soporte.example"],
         support_addresses=["soporte@soporte.example"],
         aliases=["ayuda@soporte.example"],
         outbound=outbound,

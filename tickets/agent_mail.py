@@ -38,6 +38,7 @@ from tickets.agent_commands import AgentText, Command, CommandError, split, spli
 from tickets.blobstore import BlobStore
 from tickets.changes import AgentMailRefused, AgentReplied, Change, NoteAdded
 from tickets.errors import TicketError
+from tickets.lifecycle import Status
 from tickets.models import Article, ArticleKind, RawMessage, RawState, Ticket
 from tickets.policy import MailPolicy
 
@@ -212,6 +213,7 @@ def _run(
             raise TicketError("#nota: the note is empty")
         changes += actions.add_note(session, ticket, agent, parsed.text)
     elif parsed.text.strip():
+        changes += _take_if_unassigned(session, ticket, agent, parsed, catalogue)
         changes += actions.reply(
             session, ticket, agent, parsed.text, attachments=_attachments(msg),
             blobs=BlobStore(policy.attachments_dir), status=status,
@@ -257,6 +259,21 @@ def _command(
     if command.name == "cc_remove":
         return actions.remove_watcher(session, ticket, agent, command.value)
     return []
+
+
+def _take_if_unassigned(
+    session: Session,
+    ticket: Ticket,
+    agent: str,
+    parsed: AgentText,
+    catalogue: actions.Catalogue,
+) -> list[Change]:
+    """The agent who answers an unassigned ticket takes it (as help desks do): from then
+    on the customer's replies reach them. Not when the mail says who handles it."""
+    routed = {"assign", "take", "escalate"} & {c.name for c in parsed.commands}
+    if ticket.assignee is not None or routed or ticket.status == Status.RESOLVED:
+        return []
+    return actions.assign(session, ticket, agent, agent=agent, catalogue=catalogue)
 
 
 def _assignee(value: str, catalogue: actions.Catalogue) -> tuple[str, str | None]:
