@@ -15,7 +15,7 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from notifier.conversation import (
@@ -36,6 +36,7 @@ from tickets.models import Article, ArticleKind, RawMessage, Ticket
 log = logging.getLogger("buzon.notify")
 
 ACTOR = "buzon-notifier"
+HEADER_SPAN = 65536
 
 
 @dataclass(frozen=True)
@@ -85,15 +86,16 @@ def _thread_root(session: Session, ticket: Ticket, secret: bytes) -> tuple[bytes
     """The conversation root of the ticket: the customer's own (their first mail's
     Thread-Index, so Outlook files our answers under the mail they sent) or one derived
     from the ticket (its creation time and a GUID signed with our secret)."""
+    # The first 64 KiB hold the headers; a large first mail is not read whole.
     raw = session.scalar(
-        select(RawMessage.raw)
+        select(func.substr(RawMessage.raw, 1, HEADER_SPAN))
         .join(Article, Article.raw_message_id == RawMessage.id)
         .where(Article.ticket_id == ticket.id, Article.kind == ArticleKind.INBOUND)
         .order_by(Article.id)
         .limit(1)
     )
     if raw is not None:
-        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(bytes(raw))
         root = parse_root(str(headers.get("Thread-Index") or ""))
         if root is not None:
             return root, root_time(root)

@@ -215,3 +215,14 @@ def test_teams_and_agents_read_in_old_and_new_forms() -> None:
                       tickets={"teams": ["PX"]})  # fmt: skip
     with pytest.raises(ConfigError, match="require_authentication needs trusted_authserv_ids"):
         load_settings(None, agent_mail={"require_authentication": True})
+
+
+def test_an_outlook_customers_own_conversation_is_continued(rapp: App, sink: SmtpSink) -> None:
+    theirs = thread_root(datetime(2026, 2, 1, 9, 30, tzinfo=UTC), b"\x42" * 16)
+    header = base64.b64encode(theirs).decode()
+    number, _ = new_ticket(rapp, client="outlook", headers={"Thread-Index": header})
+    act(rapp, number, lambda s, t: actions.set_status(s, t, "in_progress", AGENT))
+    deliver(rapp)
+    for item in sink.messages:
+        ours = base64.b64decode(str(parsed(item)["Thread-Index"]))
+        assert ours[:22] == theirs and len(ours) == 27
