@@ -409,6 +409,8 @@ def test_commands_assign_escalate_note_priority_and_cc(
     with desk.sessions() as s:
         notes = list(s.scalars(select(Article.text).where(Article.kind == "note")))
     assert "La clínica tiene un pago pendiente." in notes
+    # Seed 001: the reassignment's note names the new assignee.
+    assert "Asignado a Ana Ruiz: porque lleva la facturación" in notes
 
 
 def test_only_configured_agents_can_be_assigned(desk: App) -> None:

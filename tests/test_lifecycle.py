@@ -188,6 +188,20 @@ def test_assigning_an_agent_takes_a_new_ticket_in_progress(app: App) -> None:
     assert changes == [Assigned(number, "luis", "PX", AGENT, previous="luis", team_changed=True)]
 
 
+def test_reassigning_needs_a_note_that_names_the_new_assignee(app: App) -> None:
+    number, _ = new_ticket(app, subject="No puedo agendar", text="Hola, no puedo.")
+    act(app, number, lambda s, t: actions.assign(s, t, AGENT, agent="luis"))
+    with pytest.raises(TicketError, match="reassigning needs a note"):
+        act(app, number, lambda s, t: actions.assign(s, t, AGENT, agent="ana"))
+    changes = act(
+        app, number, lambda s, t: actions.assign(s, t, AGENT, agent="ana", note="Sabe de pagos")
+    )
+    assert changes == [Assigned(number, "ana", None, AGENT, previous="luis", note="Sabe de pagos")]
+    with app.sessions() as s:
+        notes = list(s.scalars(select(Article.text).where(Article.kind == "note")))
+    assert notes == ["Asignado a ana: Sabe de pagos"]
+
+
 def test_configured_teams_are_enforced(tmp_path: Path) -> None:
     app = make_app(tmp_path, f"sqlite:///{tmp_path / 'b.db'}", tickets={"teams": ["PX", "Salud"]})
     number, _ = new_ticket(app, subject="No puedo agendar", text="Hola, no puedo.")
