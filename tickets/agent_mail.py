@@ -30,6 +30,7 @@ from email import policy as email_policy
 from email.parser import BytesHeaderParser
 from typing import Any
 
+import authres
 from sqlalchemy.orm import Session
 
 from parsers import Address, ParsedMessage
@@ -129,8 +130,6 @@ def _authenticated(policy: MailPolicy, raw: bytes, binding: AgentBinding) -> Age
 def _passes(value: str, domain: str, trusted: frozenset[str]) -> bool:
     """A DKIM (header.d) or DMARC (header.from) pass for `domain`, stamped by a trusted
     server. Parsed by `authres` (RFC 8601), not by hand."""
-    import authres
-
     try:
         header: Any = authres.AuthenticationResultsHeader.parse(
             "Authentication-Results: " + " ".join(value.split())
