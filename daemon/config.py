@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from datetime import date, time
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal
 
@@ -275,14 +276,55 @@ class OutboundConfig(_Section):
         return self
 
 
+class TeamConfig(_Section):
+    """A team agents may name, and the addresses that hear of its tickets."""
+
+    name: str
+    addresses: list[str] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        name = " ".join(value.split())
+        if not name:
+            raise ValueError("a team needs a name")
+        return name
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        return [_check_email(v) for v in values]
+
+
+class AgentConfig(_Section):
+    """An agent: the address they write from, the name customers see, their teams."""
+
+    address: str
+    name: str = ""
+    teams: list[str] = Field(default_factory=list)
+
+    _address = field_validator("address")(classmethod(lambda cls, v: _check_email(v)))
+
+
+def _agent_entry(value: Any) -> Any:
+    """`"ana@x"`, `"Ana Ruiz <ana@x>"` or a table: the old list-of-addresses form still reads."""
+    if isinstance(value, str):
+        name, address = parseaddr(value)
+        return {"address": address or value, "name": name}
+    return value
+
+
 class TicketsConfig(_Section):
     """The names agents choose from: categories (= escalation types), teams, priority."""
 
     # Seed 001's escalation types; also the ticket categories.
     categories: list[str] = Field(default_factory=lambda: list(DEFAULT_CATEGORIES))
-    teams: list[str] = Field(default_factory=list)  # empty: any team name is accepted
-    # team → staff addresses: who gets SLA warnings of an unassigned ticket of the team.
+    # Names (the old form) or tables {name, addresses}; empty: any team name is accepted.
+    teams: list[TeamConfig] = Field(default_factory=list)
+    # team → staff addresses (the old form; merged with teams[].addresses).
     team_addresses: dict[str, list[str]] = Field(default_factory=dict)
+    # Who hears of a new ticket that no team has yet; empty: every configured agent.
+    triage_addresses: list[str] = Field(default_factory=list)
     # priority_matrix[impact][urgency] = P1…P4 (seed 003); default: the usual ITIL grid.
     priority_matrix: dict[str, dict[str, str]] = Field(
         default_factory=lambda: {i: dict(row) for i, row in DEFAULT_MATRIX.items()}
@@ -300,6 +342,31 @@ class TicketsConfig(_Section):
     @classmethod
     def _team_addresses(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         return {team: [_check_email(a) for a in addresses] for team, addresses in value.items()}
+
+    @field_validator("teams", mode="before")
+    @classmethod
+    def _team_names(cls, values: Any) -> Any:
+        if not isinstance(values, list):
+            return values
+        return [{"name": v} if isinstance(v, str) else v for v in values]
+
+    @field_validator("triage_addresses")
+    @classmethod
+    def _triage(cls, values: list[str]) -> list[str]:
+        return [_check_email(v) for v in values]
+
+    @property
+    def team_names(self) -> list[str]:
+        return [t.name for t in self.teams]
+
+    def addresses_by_team(self) -> dict[str, list[str]]:
+        """Every team's addresses, from both forms, each address once."""
+        merged: dict[str, list[str]] = {}
+        for team in self.teams:
+            merged.setdefault(team.name, []).extend(team.addresses)
+        for name, addresses in self.team_addresses.items():
+            merged.setdefault(name, []).extend(addresses)
+        return {name: list(dict.fromkeys(a)) for name, a in merged.items()}
 
     @field_validator("priority_matrix")
     @classmethod
@@ -452,6 +519,23 @@ class SlaConfig(_Section):
         return self
 
 
+class AgentMailConfig(_Section):
+    """Agents working tickets by mail (DESIGN invariant 9)."""
+
+    # Notify agents of new tickets, customer replies, assignments and escalations.
+    notify: bool = True
+    # Agent mail must also carry Authentication-Results from one of these servers with
+    # DKIM or DMARC pass; without it the mail is treated as a customer's.
+    require_authentication: bool = False
+    trusted_authserv_ids: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _trusted(self) -> AgentMailConfig:
+        if self.require_authentication and not self.trusted_authserv_ids:
+            raise ValueError("require_authentication needs trusted_authserv_ids")
+        return self
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_format: bool = Field(False, alias="json")
@@ -471,7 +555,7 @@ class Settings(BaseSettings):
     support_addresses: list[str] = Field(default_factory=lambda: ["soporte@localhost"])
     support_domains: list[str] = Field(default_factory=list)  # accept any address there
     aliases: list[str] = Field(default_factory=list)  # more of our own addresses
-    agents: list[str] = Field(default_factory=list)  # agents' addresses
+    agents: list[AgentConfig] = Field(default_factory=list)  # addresses, or tables
     # Default: generated once into data_dir/secret.key. Shared by every instance.
     secret_key: str | None = Field(None, min_length=16)
     subject_tag: str = "[#{number}]"
@@ -491,9 +575,10 @@ class Settings(BaseSettings):
     routing: RoutingConfig = RoutingConfig()
     http: HttpConfig = HttpConfig()
     sla: SlaConfig = SlaConfig()
+    agent_mail: AgentMailConfig = AgentMailConfig()
     log: LogConfig = LogConfig()
 
-    @field_validator("support_addresses", "aliases", "agents")
+    @field_validator("support_addresses", "aliases")
     @classmethod
     def _emails(cls, values: list[str]) -> list[str]:
         return [_check_email(v) for v in values]
@@ -510,6 +595,20 @@ class Settings(BaseSettings):
                     f"routing rule {rule.name!r}: unknown category {rule.category!r}; "
                     f"one of: {', '.join(self.tickets.categories)}"
                 )
+        return self
+
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _agents(cls, values: Any) -> Any:
+        return [_agent_entry(v) for v in values] if isinstance(values, list) else values
+
+    @model_validator(mode="after")
+    def _agent_teams(self) -> Settings:
+        known = {t.lower() for t in self.tickets.team_names}
+        for agent in self.agents:
+            unknown = [t for t in agent.teams if known and t.lower() not in known]
+            if unknown:
+                raise ValueError(f"agent {agent.address}: unknown team {unknown[0]!r}")
         return self
 
     @field_validator("support_domains")
@@ -567,6 +666,15 @@ class Settings(BaseSettings):
     @property
     def own_addresses(self) -> frozenset[str]:
         return frozenset(self.support_addresses) | frozenset(self.aliases)
+
+    @property
+    def agent_addresses(self) -> frozenset[str]:
+        return frozenset(a.address for a in self.agents)
+
+    @property
+    def agent_names(self) -> dict[str, str]:
+        """address → the name customers see (the address's local part when none is set)."""
+        return {a.address: a.name or a.address.partition("@")[0] for a in self.agents}
 
     @property
     def primary_address(self) -> str:

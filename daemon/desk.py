@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from notifier.mail import Queued
 from notifier.notify import Notifier
 from notifier.sla_mail import StaffRouting, notify_sla
+from notifier.staff_mail import StaffNotifier
 from tickets import actions, search, sla
 from tickets.changes import AgentReplied, Change, CustomerReplied, NoteAdded, TicketCreated
 from tickets.housekeeping import close_resolved, tickets_to_remind
@@ -55,6 +56,7 @@ class Desk:
         *,
         clock: Callable[[], datetime] = utcnow,
         batch: int = BATCH,
+        staff: StaffNotifier | None = None,
     ) -> None:
         self.sessions = sessions
         self.policy = policy
@@ -63,6 +65,7 @@ class Desk:
         self.routing = routing
         self.clock = clock
         self.batch = batch
+        self.staff = staff  # agents' mail; None: agents are not notified
 
     # --- what follows every change -------------------------------------------------------
 
@@ -70,14 +73,17 @@ class Desk:
         self, session: Session, changes: list[Change], now: datetime | None = None
     ) -> list[Queued]:
         """Inside the change's transaction: SLA clocks first (the mail may show them),
-        then the outbox rows."""
+        then the outbox rows: the customers' mail, then the agents'."""
         now = now or self.clock()
         for ticket_id in dict.fromkeys(c.ticket_id for c in changes):
             ticket = session.get(Ticket, ticket_id)
             if ticket is not None:
                 refresh(ticket, self.sla_policy, now, fired_keys(session, ticket_id))
         search.index(session, (c.ticket_id for c in changes if isinstance(c, TEXT_CHANGES)))
-        return self.notifier.notify(session, changes, now)
+        queued = self.notifier.notify(session, changes, now)
+        if self.staff is not None:
+            queued += self.staff.notify(session, changes, now)
+        return queued
 
     # --- the interfaces ------------------------------------------------------------------
 

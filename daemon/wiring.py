@@ -48,6 +48,7 @@ from notifier.notify import Notifier, NotifySettings
 from notifier.recipients import Budget
 from notifier.render import Renderer
 from notifier.sla_mail import StaffRouting
+from notifier.staff_mail import StaffDirectory, StaffNotifier
 from notifier.transports import MaildirTransport, SmtpTransport, Transport
 from parsers import Limits, SpamRules
 from tickets.actions import Catalogue
@@ -55,7 +56,7 @@ from tickets.addresses import expire_bouncing
 from tickets.calendar import BusinessCalendar
 from tickets.db import DbTimeouts, make_engine, make_session_factory, upgrade
 from tickets.models import utcnow
-from tickets.policy import MailPolicy
+from tickets.policy import AgentMailPolicy, MailPolicy
 from tickets.priority import PriorityMatrix
 from tickets.routing import Actions, Rule, compile_words, urgent_rule
 from tickets.sla import SlaPolicy, Target
@@ -90,9 +91,10 @@ class App:
                     stranger_window_seconds=out.stranger_window_seconds,
                 ),
                 is_own=s.is_own_address,
-                is_agent=lambda email: email.lower() in s.agents,
+                is_agent=lambda email: email.lower() in s.agent_addresses,
                 attachments_dir=s.attachments_dir,
                 survey=s.sla.survey,
+                agent_names=s.agent_names,
             ),
             Renderer(out.templates_dir),
         )
@@ -105,13 +107,32 @@ class App:
         return secret_key.load_or_create(self.settings.data_dir / "secret.key")
 
     @cached_property
+    def staff(self) -> StaffNotifier | None:
+        """Agents' mail (new tickets, replies, assignments, escalations); None when off."""
+        s = self.settings
+        if not s.agent_mail.notify:
+            return None
+        return StaffNotifier(
+            self.notifier.settings,
+            self.notifier.renderer,
+            StaffDirectory(
+                agents=s.agent_names,
+                agent_teams={a.address: tuple(a.teams) for a in s.agents},
+                teams={t: tuple(a) for t, a in s.tickets.addresses_by_team().items()},
+                triage=tuple(s.tickets.triage_addresses),
+                language=s.default_language,
+                own_addresses=s.own_addresses,
+            ),
+        )
+
+    @cached_property
     def routing(self) -> StaffRouting:
         """Who hears of SLA warnings, breaches and escalation tiers."""
         s = self.settings
         return StaffRouting(
             tier1=tuple(s.sla.tier1_addresses),
             tier2=tuple(s.sla.tier2_addresses),
-            teams={team: tuple(a) for team, a in s.tickets.team_addresses.items()},
+            teams={team: tuple(a) for team, a in s.tickets.addresses_by_team().items()},
             language=s.default_language,
             timezone=s.sla.timezone,
             own_addresses=s.own_addresses,
@@ -129,15 +150,23 @@ class App:
 
     @cached_property
     def desk(self) -> Desk:
-        return Desk(self.sessions, self.policy, self.sla_policy, self.notifier, self.routing)
+        return Desk(
+            self.sessions,
+            self.policy,
+            self.sla_policy,
+            self.notifier,
+            self.routing,
+            staff=self.staff,
+        )
 
     @cached_property
     def catalogue(self) -> Catalogue:
         cfg = self.settings.tickets
         return Catalogue(
             categories=tuple(cfg.categories),
-            teams=tuple(cfg.teams),
+            teams=tuple(cfg.team_names),
             matrix=PriorityMatrix(cfg.priority_matrix),
+            agents=self.settings.agent_names,
         )
 
     def transport(self) -> Transport:
@@ -198,7 +227,7 @@ class App:
             secret=self.secret,
             attachments_dir=s.attachments_dir,
             support_domains=frozenset(s.support_domains),
-            agents=frozenset(s.agents),
+            agents=s.agent_addresses,
             subject_tag=s.subject_tag,
             tag_requires_participant=s.tag_requires_participant,
             message_id_requires_participant=s.message_id_requires_participant,
@@ -209,6 +238,14 @@ class App:
             retry_base_seconds=s.ingest.retry_base_seconds,
             retry_max_seconds=s.ingest.retry_max_seconds,
             instance=self.instance,
+            agent_mail=AgentMailPolicy(
+                team_members=self._team_members(),
+                catalogue=self.catalogue,
+                require_authentication=s.agent_mail.require_authentication,
+                trusted_authserv_ids=frozenset(
+                    i.lower() for i in s.agent_mail.trusted_authserv_ids
+                ),
+            ),
             limits=Limits(s.ingest.max_parts, s.ingest.max_depth, s.ingest.max_decoded_bytes),
             spam=self.spam_rules,
             routing=self.routing_rules,
@@ -226,6 +263,17 @@ class App:
             pattern=cfg.pattern,
             dmarc_policies=frozenset(cfg.dmarc_policies),
         )
+
+    def _team_members(self) -> dict[str, frozenset[str]]:
+        """A team address → the configured agents of that team: a notification sent to a
+        team address may be answered, with agent power, by any of them."""
+        s = self.settings
+        members: dict[str, set[str]] = {}
+        for team, addresses in s.tickets.addresses_by_team().items():
+            agents = {a.address for a in s.agents if team.lower() in map(str.lower, a.teams)}
+            for address in addresses:
+                members.setdefault(address, set()).update(agents)
+        return {address: frozenset(agents) for address, agents in members.items()}
 
     @cached_property
     def sla_policy(self) -> SlaPolicy:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -19,7 +20,9 @@ from email.utils import format_datetime
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 # A Message-ID we may repeat in In-Reply-To/References: printable ASCII, no brackets.
 _MESSAGE_ID = re.compile(r"^[!-;=?-~]{1,250}@[!-;=?-~]{1,250}$")
-MAX_REFERENCES = 10  # first message + the latest ones: enough for every client to thread
+# The whole chain (invariant 8), bounded only against a runaway thread: past this, the
+# first message and the latest ones, which is what every client threads by.
+MAX_REFERENCES = 200
 
 AUTO_REPLIED = "auto-replied"  # an answer to a customer's mail (the acknowledgement)
 AUTO_GENERATED = "auto-generated"  # any other automatic mail (RFC 3834)
@@ -62,6 +65,9 @@ class Draft:
     auto_submitted: str | None = AUTO_GENERATED
     language: str = "es"
     attachments: Sequence[Part] = field(default_factory=tuple)
+    # Outlook groups a conversation by these two (see notifier.conversation).
+    thread_topic: str | None = None
+    thread_index: str | None = None
 
 
 def thread_ids(ids: Sequence[str | None]) -> list[str]:
@@ -75,6 +81,21 @@ def thread_ids(ids: Sequence[str | None]) -> list[str]:
     return seen
 
 
+def _set_subject(msg: EmailMessage, subject: str) -> None:
+    """The subject, encoded so that every decoder reads it back exactly.
+
+    The standard library's folder splits an encoded word at a space and loses that
+    space (and mixes plain words with encoded ones, which some clients join with a
+    double space): a non-ASCII subject is encoded whole, in encoded words of at most 76
+    characters, and stored as it is (`set_raw`: no second folding).
+    """
+    if subject.isascii():
+        msg["Subject"] = subject
+        return
+    encoded = Header(subject, "utf-8", header_name="Subject").encode(linesep="\r\n")
+    msg.set_raw("Subject", encoded)
+
+
 def compose(draft: Draft, message_id: str, now: datetime) -> EmailMessage:
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = draft.sender.header()
@@ -83,7 +104,7 @@ def compose(draft: Draft, message_id: str, now: datetime) -> EmailMessage:
         msg["Cc"] = [m.header() for m in draft.cc]
     if draft.reply_to is not None:
         msg["Reply-To"] = draft.reply_to.header()
-    msg["Subject"] = header_text(draft.subject, 900)
+    _set_subject(msg, header_text(draft.subject, 900))
     msg["Date"] = format_datetime(now)
     msg["Message-ID"] = f"<{message_id}>"
     if draft.in_reply_to and _MESSAGE_ID.match(draft.in_reply_to):
@@ -91,6 +112,10 @@ def compose(draft: Draft, message_id: str, now: datetime) -> EmailMessage:
     references = thread_ids(draft.references)
     if references:
         msg["References"] = " ".join(f"<{mid}>" for mid in references)
+    if draft.thread_topic:
+        msg["Thread-Topic"] = header_text(draft.thread_topic, 900)
+    if draft.thread_index:
+        msg["Thread-Index"] = draft.thread_index
     if draft.auto_submitted is not None:
         msg["Auto-Submitted"] = draft.auto_submitted
         # Exchange/Outlook: no out-of-office or other auto-answer to this mail.

@@ -11,19 +11,32 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from email import policy
 from email.message import EmailMessage
+from email.parser import BytesHeaderParser
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from notifier.conversation import (
+    conversation_guid,
+    conversation_subject,
+    parse_root,
+    root_time,
+    thread_index,
+    thread_root,
+    thread_topic,
+)
 from notifier.outbox import enqueue
 from parsers.thread_keys import make_message_id, subject_tag
 from tickets.errors import describe
 from tickets.lifecycle import record
-from tickets.models import Ticket
+from tickets.models import Article, ArticleKind, RawMessage, Ticket
 
 log = logging.getLogger("buzon.notify")
 
 ACTOR = "buzon-notifier"
+HEADER_SPAN = 65536
 
 
 @dataclass(frozen=True)
@@ -39,18 +52,54 @@ class Queued:
 
 @dataclass(frozen=True)
 class Identity:
-    """The subject and the signed Message-ID of one mail about a ticket."""
+    """The subject, the signed Message-ID and the Outlook thread headers of one mail."""
 
     subject: str
     message_id: str
+    thread_topic: str
+    thread_index: str
 
 
-def identify(ticket: Ticket, rendered_subject: str, tag_format: str, secret: bytes,
-             domain: str) -> Identity:  # fmt: skip
-    """The ticket tag leads the subject unless the template already placed it."""
+def identify(
+    session: Session,
+    ticket: Ticket,
+    tag_format: str,
+    secret: bytes,
+    domain: str,
+    now: datetime,
+    *,
+    answer: bool = False,
+) -> Identity:
+    """Every mail about a ticket: the ticket's one subject (`Re: ` when it answers a
+    person's mail), one Thread-Topic, a Thread-Index rooted in the ticket."""
     tag = subject_tag(tag_format, ticket.id)
-    subject = rendered_subject if tag in rendered_subject else f"{tag} {rendered_subject}"
-    return Identity(subject, make_message_id(secret, ticket.id, domain))
+    root, root_at = _thread_root(session, ticket, secret)
+    return Identity(
+        conversation_subject(tag, ticket.subject, answer=answer),
+        make_message_id(secret, ticket.id, domain),
+        thread_topic(tag, ticket.subject),
+        thread_index(root, root_at, now),
+    )
+
+
+def _thread_root(session: Session, ticket: Ticket, secret: bytes) -> tuple[bytes, datetime]:
+    """The conversation root of the ticket: the customer's own (their first mail's
+    Thread-Index, so Outlook files our answers under the mail they sent) or one derived
+    from the ticket (its creation time and a GUID signed with our secret)."""
+    # The first 64 KiB hold the headers; a large first mail is not read whole.
+    raw = session.scalar(
+        select(func.substr(RawMessage.raw, 1, HEADER_SPAN))
+        .join(Article, Article.raw_message_id == RawMessage.id)
+        .where(Article.ticket_id == ticket.id, Article.kind == ArticleKind.INBOUND)
+        .order_by(Article.id)
+        .limit(1)
+    )
+    if raw is not None:
+        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(bytes(raw))
+        root = parse_root(str(headers.get("Thread-Index") or ""))
+        if root is not None:
+            return root, root_time(root)
+    return thread_root(ticket.created_at, conversation_guid(secret, ticket.id)), ticket.created_at
 
 
 def queue_mail(

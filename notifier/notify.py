@@ -10,8 +10,8 @@ produce mail.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from tickets.changes import (
     TicketCreated,
 )
 from tickets.lifecycle import record
-from tickets.models import Article, ArticleKind, Ticket, utcnow
+from tickets.models import Article, ArticleKind, ParticipantRole, Ticket, utcnow
 from tickets.survey import SURVEY_KIND
 
 log = logging.getLogger("buzon.notify")
@@ -52,10 +52,22 @@ class NotifySettings:
     attachments_dir: Path
     # The closing status mail becomes the satisfaction survey (seed 004).
     survey: bool = False
+    # address → name of the configured agents: customers read names, not addresses.
+    agent_names: Mapping[str, str] = field(default_factory=dict)
+
+    def agent_display(self, who: str | None) -> str:
+        """The name an agent (an address, or a CLI user name) is shown by."""
+        if not who:
+            return ""
+        return self.agent_names.get(who.lower()) or (who.partition("@")[0] if "@" in who else who)
 
     @property
     def domain(self) -> str:
         return self.sender.email.partition("@")[2]
+
+
+# Mails that answer a person's mail carry "Re: " before the ticket's subject.
+ANSWERS = frozenset({"acknowledgement", "reply"})
 
 
 @dataclass(frozen=True)
@@ -142,7 +154,9 @@ class Notifier:
             and plan.status is not None
             and plan.status.new == "closed"
         ):
-            return replace(plan, kind=SURVEY_KIND)
+            # The survey asks the customer something: it goes to them even when their
+            # own confirmation closed the ticket (no echo rule for a question).
+            return replace(plan, kind=SURVEY_KIND, exclude=frozenset())
         return plan
 
     def _queue_safely(
@@ -185,13 +199,19 @@ class Notifier:
         rendered = self.renderer.render(
             ticket.language, plan.kind, self._context(ticket, plan, selection, reply)
         )
-        mail = identify(ticket, rendered.subject, s.subject_tag, s.secret, s.domain)
+        answer = plan.kind in ANSWERS
+        mail = identify(session, ticket, s.subject_tag, s.secret, s.domain, now, answer=answer)
         in_reply_to, references = self._thread(session, ticket, plan, reply)
         to, *cc = [Mailbox(r.email, r.name) for r in selection.allowed]
+        sender = s.sender
+        if reply is not None and reply.author:
+            # "Lucía Romero (Soporte)" <soporte@…>: the customer sees who answered, and
+            # still answers the support address.
+            sender = Mailbox(s.sender.email, f"{s.agent_display(reply.author)} ({s.sender.name})")
         draft = Draft(
             subject=mail.subject,
             body=rendered.body,
-            sender=s.sender,
+            sender=sender,
             to=[to],
             cc=cc,
             reply_to=Mailbox(plus_address(s.sender.email, s.secret, ticket.id), s.sender.name),
@@ -200,11 +220,13 @@ class Notifier:
             auto_submitted=plan.auto_submitted,
             language=ticket.language,
             attachments=self._parts(reply),
+            thread_topic=mail.thread_topic,
+            thread_index=mail.thread_index,
         )
         message = compose(draft, mail.message_id, now)
         article = reply or Article(ticket=ticket, kind=ArticleKind.OUTBOUND, author=ACTOR)
         article.message_id = mail.message_id
-        article.from_addr, article.from_name = s.sender.email, s.sender.name
+        article.from_addr, article.from_name = sender.email, sender.name
         article.to_addrs, article.cc_addrs = [to.email], [m.email for m in cc]
         article.subject = mail.subject
         if reply is None:
@@ -232,14 +254,24 @@ class Notifier:
         requester: Recipient | None = next(
             (r for r in selection.allowed if r.role == "requester"), None
         )
+        colleagues = [r.name or r.email for r in selection.allowed if r.role != "requester"]
+        actor = plan.status.actor if plan.status else ""
         return {
             "number": ticket.id,
             "tag": subject_tag(self.settings.subject_tag, ticket.id),
             "subject": ticket.subject,
             "status": ticket.status,
             "status_changed": plan.status is not None,
+            "old_status": plan.status.old if plan.status else "",
             "requester_name": requester.name if requester else "",
-            "assignee": ticket.assignee,
+            # Colleagues in copy are addressed as colleagues, not as the requester.
+            "to_requester": requester is not None,
+            "requester_display": _person(ticket, ticket.requester),
+            "colleague_names": ", ".join(colleagues),
+            # A status the customer's own reply caused is told as such, not as an agent's.
+            "by_customer": _is_customer(ticket, actor),
+            "actor_display": _person(ticket, actor),
+            "assignee": self.settings.agent_display(ticket.assignee),
             "team": ticket.team,
             "from_name": self.settings.sender.name,
             "automatic": plan.auto_submitted is not None,
@@ -276,3 +308,16 @@ class Notifier:
             return []
         blobs = BlobStore(self.settings.attachments_dir)
         return [Part(f.filename, f.content_type, blobs.get(f.sha256)) for f in reply.attachments]
+
+
+def _person(ticket: Ticket, email: str) -> str:
+    """A participant's name as the ticket knows it, else the address."""
+    for person in ticket.participants:
+        if person.email == (email or "").lower() and person.name:
+            return person.name
+    return email
+
+
+def _is_customer(ticket: Ticket, email: str) -> bool:
+    email = (email or "").lower()
+    return any(p.email == email and p.role != ParticipantRole.AGENT for p in ticket.participants)

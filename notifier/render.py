@@ -1,6 +1,8 @@
 """Jinja2 templates per language (es, en); operators may override any file from a folder.
 
-A mail is two templates, `<lang>/<name>.subject.txt` and `<lang>/<name>.body.txt`. The
+A mail's text is one template, `<lang>/<name>.body.txt`. The subject is no template: every
+mail about a ticket carries the ticket's one subject (`notifier.conversation`), so that
+every client shows one conversation; what the mail is about is said in the body. The
 text is plain (no autoescape): what a template prints is what the customer reads; the
 composer, not the template, keeps headers safe.
 """
@@ -35,6 +37,9 @@ NAMES = (
     "sla_warning",
     "sla_breach",
     "sla_tier",
+    # Internal mail to agents: what happened on a ticket, and a refused agent mail.
+    "staff_notice",
+    "agent_refused",
 )
 
 # Customer-facing names of the statuses (seed 002), used in subjects and bodies.
@@ -60,7 +65,6 @@ STATUS_LABELS: dict[str, dict[str, str]] = {
 
 @dataclass(frozen=True)
 class Rendered:
-    subject: str
     body: str
 
 
@@ -87,18 +91,16 @@ class Renderer:
             "language": language,
             "status_label": labels.get(context.get("status", ""), context.get("status", "")),
         }
-        subject = self._template(language, f"{name}.subject.txt").render(values)
         body = self._template(language, f"{name}.body.txt").render(values)
         # Optional blocks that rendered empty leave runs of blank lines: fold them.
         body = re.sub(r"\n{3,}", "\n\n", body).rstrip() + "\n"
-        return Rendered(" ".join(subject.split()), body)
+        return Rendered(body)
 
     def check(self) -> None:
         """Compile every template (built-in and overridden): a bad override stops start-up."""
         for language in LANGUAGES:
             for name in NAMES:
-                for part in ("subject", "body"):
-                    self._template(language, f"{name}.{part}.txt")
+                self._template(language, f"{name}.body.txt")
 
     def _template(self, language: str, filename: str) -> Any:
         return self.env.select_template(

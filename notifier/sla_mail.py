@@ -117,8 +117,8 @@ def _queue(
         return Queued(ticket.id, kind, None, (), refused)
     name = "sla_tier" if kind.startswith("sla_tier") else kind
     rendered = renderer.render(routing.language, name, _context(ticket, change, settings, routing))
-    mail = identify(ticket, rendered.subject, settings.subject_tag, settings.secret,
-                    settings.domain)  # fmt: skip
+    mail = identify(session, ticket, settings.subject_tag, settings.secret, settings.domain,
+                    now)  # fmt: skip
     draft = Draft(
         subject=mail.subject,
         body=rendered.body,
@@ -126,6 +126,8 @@ def _queue(
         to=[Mailbox(a) for a in recipients],
         auto_submitted=AUTO_GENERATED,
         language=routing.language,
+        thread_topic=mail.thread_topic,
+        thread_index=mail.thread_index,
     )
     return queue_mail(
         session,

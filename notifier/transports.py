@@ -206,10 +206,14 @@ class MaildirTransport:
     def send(self, mail_from: str, recipients: list[str], raw: bytes) -> SendResult:
         # The envelope would otherwise be lost (watchers are not all in To/Cc headers).
         envelope = (
-            f"Return-Path: <{mail_from}>\r\nX-Buzon-Envelope-To: {', '.join(recipients)}\r\n"
+            f"Return-Path: <{mail_from}>\nX-Buzon-Envelope-To: {', '.join(recipients)}\n"
         ).encode("ascii", "replace")
+        # Maildir files hold the platform's line endings (LF), as MDAs write them; the
+        # outbox keeps the CRLF wire form for SMTP. Bodies are quoted-printable or base64,
+        # so no bare CR is part of the content.
+        content = envelope + raw.replace(b"\r\n", b"\n")
         try:
-            self._maildir().add(envelope + raw)
+            self._maildir().add(content)
         except OSError as exc:
             raise TransientDeliveryError(f"cannot write to {self.path}: {exc}") from None
         return SendResult()

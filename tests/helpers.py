@@ -78,6 +78,10 @@ def greeting(port: int) -> bytes:
 
 
 def make_app(tmp_path: Path, db_url: str, **overrides: object) -> App:
+    # The suite's apps have an agent configured; agents' notifications are off unless a
+    # test asks for them (tests/test_agent_mail.py), so that the tests of customers' mail
+    # count customers' mail.
+    overrides.setdefault("agent_mail", {"notify": False})
     settings = load_settings(
         None,
         data_dir=tmp_path / "data",

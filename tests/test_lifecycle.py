@@ -184,7 +184,22 @@ def test_assigning_an_agent_takes_a_new_ticket_in_progress(app: App) -> None:
     with pytest.raises(TicketError, match="already assigned"):
         act(app, number, lambda s, t: actions.assign(s, t, AGENT, agent="luis"))
     changes = act(app, number, lambda s, t: actions.assign(s, t, AGENT, team="PX"))
-    assert changes == [Assigned(number, "luis", "PX", AGENT)]  # no status change this time
+    # No status change this time.
+    assert changes == [Assigned(number, "luis", "PX", AGENT, previous="luis", team_changed=True)]
+
+
+def test_reassigning_needs_a_note_that_names_the_new_assignee(app: App) -> None:
+    number, _ = new_ticket(app, subject="No puedo agendar", text="Hola, no puedo.")
+    act(app, number, lambda s, t: actions.assign(s, t, AGENT, agent="luis"))
+    with pytest.raises(TicketError, match="reassigning needs a note"):
+        act(app, number, lambda s, t: actions.assign(s, t, AGENT, agent="ana"))
+    changes = act(
+        app, number, lambda s, t: actions.assign(s, t, AGENT, agent="ana", note="Sabe de pagos")
+    )
+    assert changes == [Assigned(number, "ana", None, AGENT, previous="luis", note="Sabe de pagos")]
+    with app.sessions() as s:
+        notes = list(s.scalars(select(Article.text).where(Article.kind == "note")))
+    assert notes == ["Asignado a ana: Sabe de pagos"]
 
 
 def test_configured_teams_are_enforced(tmp_path: Path) -> None:
@@ -307,6 +322,11 @@ def test_agent_commands_end_to_end_with_the_local_maildir(tmp_path: Path) -> Non
     box = mailbox.Maildir(tmp_path / "data" / "outbox-maildir", create=False)
     subjects = sorted(str(m["Subject"]) for m in box)
     assert len(subjects) == 3
+    # One conversation: every mail carries the ticket's subject ("Re: " where it answers).
+    assert {s.removeprefix("Re: ") for s in subjects} == {"[#1] No carga la agenda"}
+    # Maildir files have the platform's line endings (LF), as any MDA writes them.
+    for path in (tmp_path / "data" / "outbox-maildir" / "new").iterdir():
+        assert b"\r\n" not in path.read_bytes() and b"\n" in path.read_bytes()
     assert all(m["X-Buzon-Envelope-To"] == "ana@clinica.example, luis@clinica.example" for m in box)
 
     listed = json.loads(buzon(["outbox", "list", "--json"], tmp_path).stdout)

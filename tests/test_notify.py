@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from datetime import timedelta
 from email.utils import format_datetime
@@ -63,8 +64,11 @@ def test_acknowledgement_reaches_requester_and_ccd_colleagues(
         "luis@clinica.example",
         "marta@clinica.example",
     }
-    assert msg["Subject"].startswith(f"[#{number}] ")
-    assert "No puedo agendar citas" in msg["Subject"]
+    # The ticket's one subject (it answers the customer's mail: "Re: "), and the
+    # Outlook conversation headers.
+    assert msg["Subject"] == f"Re: [#{number}] No puedo agendar citas"
+    assert msg["Thread-Topic"] == f"[#{number}] No puedo agendar citas"
+    assert len(base64.b64decode(msg["Thread-Index"])) == 27  # 22-byte root + one child
     assert msg["Auto-Submitted"] == "auto-replied"
     assert msg["X-Auto-Response-Suppress"] == "All"
     assert msg["In-Reply-To"] == message_id(raw)
@@ -103,9 +107,10 @@ def test_acknowledgement_in_english_keeps_every_character(
     ack, status = (parsed(m) for m in sink.messages)
     assert "Müller" not in ack["Subject"]  # (subject is the ticket's, name is in To)
     assert ack["To"].addresses[0].display_name == "José Müller"
-    assert "Recibimos tu solicitud" in ack["Subject"] or "We received" in ack["Subject"]
-    assert status["Subject"] == f"[#{number}] Cannot book appointments for Zoë: In progress"
-    assert "An agent has taken your request" in body(status)
+    assert ack["Subject"] == f"Re: [#{number}] Cannot book appointments for Zoë"
+    assert status["Subject"] == f"[#{number}] Cannot book appointments for Zoë"
+    assert 'is now "In progress"' in body(status)
+    assert "An agent has taken the request" in body(status)
     assert "Hello José Müller," in body(status)
     # On the wire: RFC 2047 words and quoted-printable, nothing raw 8-bit.
     assert all(b < 128 for b in sink.messages[1].data)
@@ -119,13 +124,11 @@ def test_spanish_status_mail_has_accents_intact(rapp: App, sink: SmtpSink) -> No
     assert all(b < 128 for b in status.data)
     assert b"quoted-printable" in status.data
     msg = parsed(status)
-    assert msg["Subject"] == (
-        f"[#{number}] Facturación: no aparece el pago de la cita: A la espera de tu respuesta"
-    )
+    assert msg["Subject"] == f"[#{number}] Facturación: no aparece el pago de la cita"
     assert msg.get_content_charset() == "utf-8"
     text = body(msg)
     assert "pasó a «A la espera de tu respuesta»" in text
-    assert "captura de\npantalla o algún archivo" in text
+    assert "una captura de pantalla o algún\narchivo" in text
     assert msg["Content-Language"] == "es"
 
 
@@ -144,7 +147,12 @@ def test_status_change_is_mailed_once_even_if_delivery_runs_twice(
     assert len(sink.messages) == 2
     assert status["Auto-Submitted"] == "auto-generated"
     assert status["X-Auto-Response-Suppress"] == "All"
-    assert status["Subject"] == f"[#{number}] No puedo agendar citas: En curso"
+    assert status["Subject"] == f"[#{number}] No puedo agendar citas"  # the status is in the body
+    assert "pasó a «En curso»" in body(status)
+    assert status["Thread-Topic"] == ack["Thread-Topic"] == f"[#{number}] No puedo agendar citas"
+    # Outlook's conversation: the same 22-byte root, a child block of its own.
+    ack_index, status_index = (base64.b64decode(m["Thread-Index"]) for m in (ack, status))
+    assert ack_index[:22] == status_index[:22] and ack_index != status_index
     # Continues the thread: after the acknowledgement, which followed the customer's mail.
     assert status["In-Reply-To"] == ack["Message-ID"]
     assert status["References"].split() == [message_id(raw), ack["Message-ID"]]
@@ -177,7 +185,10 @@ def test_agent_reply_with_attachment_is_not_automatic(
     assert sorted(item.rcpt_tos) == ["ana@clinica.example", "luis@clinica.example"]
     msg = parsed(item)
     assert msg["Auto-Submitted"] is None and msg["X-Auto-Response-Suppress"] is None
-    assert msg["Subject"] == f"[#{number}] Re: No puedo agendar citas"
+    assert msg["Subject"] == f"Re: [#{number}] No puedo agendar citas"
+    # The agent's name, the support address: answers still reach the desk.
+    assert msg["From"].addresses[0].display_name == f"{AGENT} (Soporte)"
+    assert msg["From"].addresses[0].addr_spec == "soporte@soporte.example"
     text = body(msg)
     assert text.startswith("Hola Ana:\n\nYa está corregido.")
     assert "Estado del ticket: «Resuelto»" in text
@@ -285,7 +296,13 @@ def test_customers_own_reply_is_not_echoed_back_to_them(
     last = sink.messages[-1]
     # Luis hears the ticket is in progress again; Ana, who caused it, gets no echo.
     assert last.rcpt_tos == ("luis@clinica.example",)
-    assert parsed(last)["Subject"].endswith(": En curso")
+    assert parsed(last)["Subject"] == f"[#{number}] No puedo agendar citas"
+    # ... addressed as the colleague he is, and told it was Ana's answer, not an agent.
+    text = body(parsed(last))
+    assert text.startswith("Hola Luis Gómez:")
+    assert "El ticket [#1] «No puedo agendar citas», de Ana Pérez, pasó a «En curso»" in text
+    assert "Recibimos la respuesta de Ana Pérez" in text
+    assert "tu solicitud" not in text and "Un agente ha tomado" not in text
 
 
 def test_mailing_list_and_auto_replies_open_nothing_and_get_nothing(
@@ -399,16 +416,22 @@ def test_operator_templates_override_the_built_in_ones(
 ) -> None:
     overrides = tmp_path / "plantillas"
     (overrides / "es").mkdir(parents=True)
-    (overrides / "es" / "acknowledgement.subject.txt").write_text(
-        "Hemos recibido tu caso: {{ subject }}\n", encoding="utf-8"
+    (overrides / "es" / "acknowledgement.body.txt").write_text(
+        "Hemos recibido tu caso {{ tag }}: {{ subject }}\n", encoding="utf-8"
     )
+    # A subject template of an older version is no longer read: the subject is the
+    # ticket's own, whatever an override says, so that every client threads.
+    (overrides / "es" / "acknowledgement.subject.txt").write_text("Otro asunto\n")
     app = relay_app(tmp_path, db_url, sink, outbound={"templates_dir": str(overrides)})
     number, _ = new_ticket(app)
     deliver(app)
     msg = parsed(sink.messages[0])
-    # The tag is put back when an override forgets it: replies must still thread.
-    assert msg["Subject"] == f"[#{number}] Hemos recibido tu caso: No puedo agendar citas"
-    assert "factura" in body(msg)  # the body is still the built-in one
+    assert msg["Subject"] == f"Re: [#{number}] No puedo agendar citas"
+    assert body(msg) == f"Hemos recibido tu caso [#{number}]: No puedo agendar citas\n"
+    act(app, number, lambda s, t: actions.set_status(s, t, "in_progress", AGENT))
+    deliver(app)
+    assert "factura" not in body(parsed(sink.messages[1]))  # the others are built-in
+    assert "pasó a «En curso»" in body(parsed(sink.messages[1]))
     app.engine.dispose()
 
 

@@ -22,6 +22,7 @@ from tests.helpers import (
     AGENT,
     ANA,
     act,
+    body,
     buzon,
     ingest,
     make_app,
@@ -72,8 +73,11 @@ def ticket(app: App, number: int) -> Ticket:
 
 
 def received_by(sink: SmtpSink, address: str) -> list[str]:
-    """Subjects of the mails the relay got for `address`."""
-    return [str(parsed(r)["Subject"]) for r in sink.received if address in r.rcpt_tos]
+    """Subject and body of the mails the relay got for `address` (every mail about a
+    ticket has the ticket's subject: what it is about is in the body)."""
+    return [
+        f"{parsed(r)['Subject']}\n{body(parsed(r))}" for r in sink.received if address in r.rcpt_tos
+    ]
 
 
 def resolve(app: App, number: int) -> None:
@@ -120,7 +124,7 @@ def test_reminder_once_per_waiting_period(sapp: App, sink: SmtpSink) -> None:
     scheduler.run_all_once(start + timedelta(days=4))
     [reminder] = outbox(sapp, number, "reminder")
     assert reminder.recipients == [CUSTOMER] and reminder.state == "sent"
-    assert [s for s in received_by(sink, CUSTOMER) if "esperando tu respuesta" in s]
+    assert [s for s in received_by(sink, CUSTOMER) if "sigue «A la espera de tu respuesta»" in s]
 
     # The customer answers, the agent asks again: a new waiting period, a new reminder.
     answer = mail(ANA, f"Re: [#{number}] x", "Aquí va la captura.", in_reply_to=reminder.message_id)
@@ -169,9 +173,11 @@ def test_level_two_breach_mails_tier_one_once_then_tier_two_once_never_the_custo
     assert len(outbox(sapp, number, "sla_tier1")) == 1
 
     lead_mail = [r for r in sink.received if LEAD in r.rcpt_tos]
-    assert len([r for r in lead_mail if "nivel 1" in str(parsed(r)["Subject"])]) == 1
+    assert len([r for r in lead_mail if "(escalón 1)" in body(parsed(r))]) == 1
     assert parsed(lead_mail[0])["Auto-Submitted"] == "auto-generated"
-    assert len([s for s in received_by(sink, BOSS) if "nivel 2" in s]) == 1
+    # Staff mail keeps the ticket's one subject too: one conversation per ticket.
+    assert {str(parsed(r)["Subject"]) for r in lead_mail} == {f"[#{number}] No puedo agendar citas"}
+    assert len([s for s in received_by(sink, BOSS) if "(escalón 2)" in s]) == 1
     assert not [s for s in received_by(sink, CUSTOMER) if "SLA" in s]  # internal only
 
 

@@ -13,8 +13,18 @@ from sqlalchemy import select
 
 from daemon.wiring import App
 from tests.fixtures.smtp_listener import SmtpServer, serve_smtp
-from tests.fixtures.smtp_sink import SmtpSink
-from tests.helpers import ANA, buzon, count, deliver, free_port, ingest, parsed, relay_app
+from tests.fixtures.smtp_sink import Received, SmtpSink
+from tests.helpers import (
+    ANA,
+    body,
+    buzon,
+    count,
+    deliver,
+    free_port,
+    ingest,
+    parsed,
+    relay_app,
+)
 from tests.mailbuilder import mail
 from tickets import shaping
 from tickets.models import Event, OutboxMessage, RawMessage, Ticket
@@ -133,6 +143,10 @@ def test_a_backfill_of_real_mail_queues_no_mail_unless_asked(tmp_path: Path, cor
     assert buzon(["outbox", "list"], tmp_path).stdout.count("acknowledgement") == 1
 
 
+def _text(item: Received) -> str:
+    return body(parsed(item))
+
+
 def test_replies_to_either_merged_ticket_land_on_the_survivor(
     triage_app: App, sink: SmtpSink
 ) -> None:
@@ -142,8 +156,9 @@ def test_replies_to_either_merged_ticket_land_on_the_survivor(
     survivor, other = first.ticket_id, second.ticket_id
     triage_app.desk.act(survivor, lambda s, t: shaping.merge(s, t, "maria", other))
     deliver(triage_app)
-    merged = [m for m in sink.messages if "unimos" in str(parsed(m)["Subject"])]
+    merged = [m for m in sink.messages if "las unimos" in _text(m)]
     assert [set(m.rcpt_tos) for m in merged] == [{"ana@clinica.example", "luis@correo.example"}]
+    assert str(parsed(merged[0])["Subject"]).startswith(f"[#{survivor}] ")
     with triage_app.sessions() as session:
         old_ack = session.scalar(
             select(OutboxMessage.message_id).where(OutboxMessage.kind == "acknowledgement")

@@ -6,7 +6,7 @@ here sends mail; the caller hands the changes to the notifier in the same transa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -23,7 +23,15 @@ from tickets.changes import (
 )
 from tickets.errors import TicketError, TicketNotFound
 from tickets.lifecycle import Status, change_status, record
-from tickets.models import Article, ArticleKind, AttachmentFile, Ticket, utcnow
+from tickets.models import (
+    Article,
+    ArticleKind,
+    AttachmentFile,
+    Participant,
+    ParticipantRole,
+    Ticket,
+    utcnow,
+)
 from tickets.priority import PriorityMatrix
 
 # Seed 001's escalation types, which are also the ticket categories (DESIGN.md).
@@ -44,6 +52,24 @@ class Catalogue:
     categories: tuple[str, ...] = DEFAULT_CATEGORIES
     teams: tuple[str, ...] = ()  # empty: any team name is accepted
     matrix: PriorityMatrix = field(default_factory=PriorityMatrix)
+    # address → name of the configured agents; empty: any assignee is accepted. When
+    # agents are configured only they can be assigned (seed 000: not everyone is in the
+    # help desk, and a ticket given to someone outside it goes unanswered).
+    agents: Mapping[str, str] = field(default_factory=dict)
+
+    def agent(self, value: str) -> str:
+        """The assignee for `value` (an agent's address or name): the address when agents
+        are configured."""
+        name = " ".join(value.split())
+        if not name:
+            raise TicketError("an agent is needed")
+        if not self.agents:
+            return name
+        wanted = name.lower()
+        for address, display in self.agents.items():
+            if wanted in (address.lower(), display.lower()):
+                return address
+        raise TicketError(f"unknown agent {value!r}; one of: {', '.join(self.agents)}")
 
     def category(self, value: str) -> str:
         name = value.strip().lower().replace("-", "_").replace(" ", "_")
@@ -94,23 +120,39 @@ def assign(
     agent: str | None = None,
     team: str | None = None,
     catalogue: Catalogue | None = None,
+    note: str | None = None,
 ) -> list[Change]:
     """Give the ticket to an agent and/or a team. An agent taking a `new` ticket puts it
-    `in_progress` ("En curso: un agente ha tomado la solicitud", seed 002)."""
+    `in_progress` ("En curso: un agente ha tomado la solicitud", seed 002). Taking it
+    from another agent needs a note saying why, stamped with the new assignee's name
+    (seed 001: "Reassign requires a note")."""
     catalogue = catalogue or Catalogue()
-    agent = " ".join(agent.split()) if agent else None
+    agent = catalogue.agent(agent) if agent else None
     team = catalogue.team(team) if team else None
     if agent is None and team is None:
         raise TicketError("give an agent, a team or both")
     _refuse_finished(ticket, "assign")
     if (agent is None or agent == ticket.assignee) and (team is None or team == ticket.team):
         raise TicketError(f"ticket #{ticket.id} is already assigned so")
+    previous, old_team, note = ticket.assignee, ticket.team, _clean(note) or None
+    if agent is not None and previous is not None and agent != previous and note is None:
+        raise TicketError(
+            f"ticket #{ticket.id} is assigned to {previous}: reassigning needs a note saying why"
+        )
     now = utcnow()
     if agent is not None:
         _set(session, ticket, "assignee", agent, actor, now)
     if team is not None:
         _set(session, ticket, "team", team, actor, now)
-    changes: list[Change] = [Assigned(ticket.id, ticket.assignee, ticket.team, actor)]
+    if note is not None:
+        who = catalogue.agents.get(agent or "", agent or team or "")
+        _note(session, ticket, actor, f"Asignado a {who}: {note}", now)
+    changes: list[Change] = [
+        Assigned(
+            ticket.id, ticket.assignee, ticket.team, actor, previous=previous, note=note,
+            team_changed=ticket.team != old_team,
+        )  # fmt: skip
+    ]
     if agent is not None and ticket.status == Status.NEW:
         changes += change_status(session, ticket, Status.IN_PROGRESS, actor, now=now)
     ticket.updated_at = now
@@ -154,7 +196,7 @@ def escalate(
     _set(session, ticket, "assignee", None, actor, now)  # the target team picks it up
     _set(session, ticket, "category", kind, actor, now)
     note = _note(session, ticket, actor, f"Escalado a {team} ({kind}): {reason}", now)
-    changes: list[Change] = [Escalated(ticket.id, team, kind, actor)]
+    changes: list[Change] = [Escalated(ticket.id, team, kind, actor, reason=reason)]
     if ticket.status != Status.NEW:
         changes += change_status(session, ticket, Status.NEW, actor, internal=True, now=now)
     changes.append(NoteAdded(ticket.id, note.id, actor))
@@ -263,6 +305,45 @@ def set_priority(
     ticket.priority = priority
     ticket.updated_at = now
     return [PriorityChanged(ticket.id, old, priority, actor)]
+
+
+def add_watcher(
+    session: Session, ticket: Ticket, actor: str, email: str, name: str = ""
+) -> list[Change]:
+    """Copy someone on the ticket: they receive its updates from now on."""
+    email = _address(email)
+    if any(p.email == email for p in ticket.participants):
+        raise TicketError(f"{email} is already on ticket #{ticket.id}")
+    session.add(
+        Participant(ticket=ticket, email=email, name=name[:300], role=ParticipantRole.WATCHER)
+    )
+    record(session, ticket, "participant", actor, field="watcher", new=email)
+    session.flush()
+    return []  # nothing to mail: the new watcher hears of the next update
+
+
+def remove_watcher(session: Session, ticket: Ticket, actor: str, email: str) -> list[Change]:
+    """Stop copying a watcher (never the requester: the ticket is theirs)."""
+    email = _address(email)
+    found = [p for p in ticket.participants if p.email == email]
+    if not found:
+        raise TicketError(f"{email} is not on ticket #{ticket.id}")
+    if any(p.role == ParticipantRole.REQUESTER for p in found) or email == ticket.requester:
+        raise TicketError(f"{email} is the requester of ticket #{ticket.id}; cannot remove")
+    for person in found:
+        ticket.participants.remove(person)
+        session.delete(person)
+    record(session, ticket, "participant", actor, field="watcher", old=email)
+    session.flush()
+    return []
+
+
+def _address(value: str) -> str:
+    email = value.strip().strip("<>").lower()
+    local, at, domain = email.partition("@")
+    if not at or not local or "." not in domain or any(c.isspace() for c in email):
+        raise TicketError(f"not an email address: {value!r}")
+    return email
 
 
 def _note(session: Session, ticket: Ticket, actor: str, text: str, now: datetime) -> Article:

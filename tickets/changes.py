@@ -44,6 +44,9 @@ class Assigned:
     assignee: str | None
     team: str | None
     actor: str
+    previous: str | None = None  # the assignee before (a reassignment when both are set)
+    note: str | None = None  # why (seed 001: a reassignment carries a note)
+    team_changed: bool = False
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,7 @@ class Escalated:
     team: str
     escalation_type: str
     actor: str
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,17 @@ class Imported:
     ticket_id: int
 
 
+@dataclass(frozen=True)
+class AgentMailRefused:
+    """Internal: an agent's mail whose commands were unknown or refused. Nothing of it
+    was applied; the agent (only) is told why."""
+
+    ticket_id: int
+    agent: str
+    errors: tuple[str, ...]
+    raw_id: int
+
+
 Change = (
     TicketCreated
     | CustomerReplied
@@ -122,4 +137,5 @@ Change = (
     | TicketChanged
     | Merged
     | Imported
+    | AgentMailRefused
 )

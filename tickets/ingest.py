@@ -34,10 +34,11 @@ from parsers.thread_keys import (
     ticket_from_message_id,
     ticket_from_subject,
 )
-from tickets import survey
+from tickets import agent_mail, survey
 from tickets.addresses import base_address, clear_bouncing, mark_bouncing
 from tickets.blobstore import BlobStore
 from tickets.changes import Change, CustomerReplied, Imported, TicketCreated
+from tickets.confirmation import confirms
 from tickets.errors import TicketError, describe
 from tickets.inbox import Backoff, SessionFactory, defer, fail
 from tickets.lifecycle import Status, change_status, record
@@ -283,6 +284,9 @@ def _apply(session: Session, policy: MailPolicy, row: RawMessage, msg: ParsedMes
         )
     if sender is None:
         return Outcome(row.id, RawState.IGNORED, reason="no sender address to answer")
+    binding = _agent_binding(policy, row, msg, sender)
+    if binding is not None:  # an agent, bound by a signed agent reply address (invariant 9)
+        return _apply_agent(session, policy, row, msg, binding, dedupe_key)
     if policy.is_own(sender.email):
         return Outcome(row.id, RawState.IGNORED, reason="sent from one of our own addresses")
     clear_bouncing(session, [sender.email])  # it writes to us: its mailbox works again
@@ -504,10 +508,23 @@ def _apply_reply(
         Status.WAITING_ON_CUSTOMER,
         Status.RESOLVED,
     ):
-        note = "reopened by the customer's reply" if ticket.status == Status.RESOLVED else None
-        changes += change_status(session, ticket, Status.IN_PROGRESS, sender.email, note=note)
+        changes += _customer_moves(session, ticket, msg, sender)
     ticket.updated_at = utcnow()
     return Outcome(row.id, RawState.PROCESSED, ticket.id, article.id, changes=tuple(changes))
+
+
+def _customer_moves(
+    session: Session, ticket: Ticket, msg: ParsedMessage, sender: Address
+) -> list[Change]:
+    """A customer's reply to a ticket waiting on them, or resolved: a confirmation closes a
+    resolved ticket (seed 004), anything else puts it back in progress."""
+    if ticket.status == Status.RESOLVED and confirms(
+        msg.new_text or msg.text, attachments=len(msg.attachments)
+    ):
+        why = "resolution confirmed by the customer"
+        return change_status(session, ticket, Status.CLOSED, sender.email, note=why)
+    note = "reopened by the customer's reply" if ticket.status == Status.RESOLVED else None
+    return change_status(session, ticket, Status.IN_PROGRESS, sender.email, note=note)
 
 
 def _copied(policy: MailPolicy, msg: ParsedMessage, sender: Address) -> list[Address]:
@@ -623,6 +640,31 @@ def _add_article(
     session.add(article)
     session.flush()
     return article
+
+
+# --- agents' mail (tickets.agent_mail) -------------------------------------------------------
+
+
+def _agent_binding(
+    policy: MailPolicy, row: RawMessage, msg: ParsedMessage, sender: Address
+) -> agent_mail.AgentBinding | None:
+    rcpts = [a.email for a in (*msg.to, *msg.cc)]
+    rcpts += [*msg.delivered_to, *(row.envelope.get("rcpt_tos") or [])]
+    return agent_mail.bind(policy, row.raw, msg, sender, rcpts)
+
+
+def _apply_agent(
+    session: Session,
+    policy: MailPolicy,
+    row: RawMessage,
+    msg: ParsedMessage,
+    binding: agent_mail.AgentBinding,
+    dedupe_key: str,
+) -> Outcome:
+    done = agent_mail.apply(session, policy, row, msg, binding, dedupe_key)
+    return Outcome(
+        row.id, done.state, done.ticket_id, done.article_id, done.reason, changes=done.changes
+    )
 
 
 # --- bounces ------------------------------------------------------------------------------

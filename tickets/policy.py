@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from parsers import Limits, SpamRules
+from tickets.actions import Catalogue
 from tickets.addresses import is_own
 from tickets.priority import PriorityMatrix
 from tickets.routing import Rule
+
+
+@dataclass(frozen=True)
+class AgentMailPolicy:
+    """What agent mail needs of the configuration (invariant 9)."""
+
+    # Bound addresses other than an agent's own that an agent may act through: a team
+    # address → the configured agents of that team.
+    team_members: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # The names agents choose from, for the #commands.
+    catalogue: Catalogue = field(default_factory=Catalogue)
+    # Also require a DKIM or DMARC pass stamped by one of these servers.
+    require_authentication: bool = False
+    trusted_authserv_ids: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,7 @@ class MailPolicy:
     # A mail written longer ago than this (a backlog, an import) opens its ticket without
     # an acknowledgement: nobody wants an answer to a question of last month.
     acknowledge_max_age_hours: float = 168.0
+    agent_mail: AgentMailPolicy = field(default_factory=AgentMailPolicy)
 
     def is_own(self, email: str) -> bool:
         return is_own(email, self.own_addresses, self.support_domains)

@@ -251,13 +251,19 @@ def tickets_status(app: App, number: int, status: str, note: str | None, actor: 
 @click.argument("number", type=int)
 @click.option("--agent", help="The agent who handles it.")
 @click.option("--team", help="The team that handles it.")
+@click.option("--note", help="Why (needed to take it from another agent; kept as a note).")
 @as_agent
 @with_app
-def tickets_assign(app: App, number: int, agent: str | None, team: str | None, actor: str) -> None:
-    """Give a ticket to an agent and/or a team; the customer hears who handles it."""
+def tickets_assign(
+    app: App, number: int, agent: str | None, team: str | None, note: str | None, actor: str
+) -> None:
+    """Give a ticket to an agent and/or a team; the customer hears who handles it, the
+    agent is told by mail."""
     done = app.desk.act(
         number,
-        lambda s, t: actions.assign(s, t, actor, agent=agent, team=team, catalogue=app.catalogue),
+        lambda s, t: actions.assign(
+            s, t, actor, agent=agent, team=team, catalogue=app.catalogue, note=note
+        ),
     )
     who = " / ".join(x for x in (agent, team) if x)
     _report(number, f"assigned to {who}", done.queued)
