@@ -93,6 +93,10 @@ class App:
                 is_own=s.is_own_address,
                 is_agent=lambda email: email.lower() in s.agent_addresses,
                 attachments_dir=s.attachments_dir,
+                queues={
+                    address: (queue.from_name, queue.signature)
+                    for address, queue in s.routing.queues.items()
+                },
                 survey=s.sla.survey,
                 agent_names=s.agent_names,
             ),

@@ -54,6 +54,19 @@ class NotifySettings:
     survey: bool = False
     # address → name of the configured agents: customers read names, not addresses.
     agent_names: Mapping[str, str] = field(default_factory=dict)
+    # Support addresses that are queues of their own: address → (From name, signature).
+    queues: Mapping[str, tuple[str | None, str | None]] = field(default_factory=dict)
+
+    def sender_for(self, ticket: Ticket) -> Mailbox:
+        """The From of mail about `ticket`: its queue's address and name, if it has one."""
+        queue = self.queues.get(ticket.queue_address or "")
+        if queue is None or ticket.queue_address is None:
+            return self.sender
+        return Mailbox(ticket.queue_address, queue[0] or self.sender.name)
+
+    def signature_for(self, ticket: Ticket) -> str:
+        queue = self.queues.get(ticket.queue_address or "")
+        return (queue[1] if queue else None) or self.sender_for(ticket).name
 
     def agent_display(self, who: str | None) -> str:
         """The name an agent (an address, or a CLI user name) is shown by."""
@@ -203,18 +216,19 @@ class Notifier:
         mail = identify(session, ticket, s.subject_tag, s.secret, s.domain, now, answer=answer)
         in_reply_to, references = self._thread(session, ticket, plan, reply)
         to, *cc = [Mailbox(r.email, r.name) for r in selection.allowed]
-        sender = s.sender
+        base = s.sender_for(ticket)
+        sender = base
         if reply is not None and reply.author:
             # "Lucía Romero (Soporte)" <soporte@…>: the customer sees who answered, and
             # still answers the support address.
-            sender = Mailbox(s.sender.email, f"{s.agent_display(reply.author)} ({s.sender.name})")
+            sender = Mailbox(base.email, f"{s.agent_display(reply.author)} ({base.name})")
         draft = Draft(
             subject=mail.subject,
             body=rendered.body,
             sender=sender,
             to=[to],
             cc=cc,
-            reply_to=Mailbox(plus_address(s.sender.email, s.secret, ticket.id), s.sender.name),
+            reply_to=Mailbox(plus_address(base.email, s.secret, ticket.id), base.name),
             in_reply_to=in_reply_to,
             references=references,
             auto_submitted=plan.auto_submitted,
@@ -240,7 +254,7 @@ class Notifier:
             message,
             kind=plan.kind,
             message_id=mail.message_id,
-            mail_from=s.sender.email,
+            mail_from=base.email,
             recipients=[r.email for r in selection.allowed],
             article_id=article.id,
             automatic=automatic,
@@ -273,7 +287,7 @@ class Notifier:
             "actor_display": _person(ticket, actor),
             "assignee": self.settings.agent_display(ticket.assignee),
             "team": ticket.team,
-            "from_name": self.settings.sender.name,
+            "from_name": self.settings.signature_for(ticket),
             "automatic": plan.auto_submitted is not None,
             "reply_text": reply.text if reply else "",
             "attachments": [f.filename for f in reply.attachments] if reply else [],

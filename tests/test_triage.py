@@ -42,6 +42,7 @@ def triage_app(tmp_path: Path, db_url: str, sink: SmtpSink) -> Iterator[App]:
         support_addresses=[SUPPORT, BILLING],
         http={"listen": f"127.0.0.1:{free_port()}"},
         routing={
+            "queues": {BILLING: {"from_name": "Facturación", "signature": "Equipo de Facturación"}},
             "rules": [
                 {"name": "facturacion", "to": [BILLING], "team": "facturacion",
                  "category": "billing"},
@@ -121,6 +122,18 @@ def test_urgent_words_and_the_billing_address_route_new_tickets(
         assert urgent.first_response_due_at is not None
         assert billing.first_response_due_at is not None
         assert urgent.first_response_due_at < billing.first_response_due_at
+        billing_number = billing.id
+    # The billing queue answers from its own address, name and signature.
+    deliver(triage_app)
+    [ack] = [m for m in sink.messages if f"[#{billing_number}]" in str(parsed(m)["Subject"])]
+    message = parsed(ack)
+    assert message["From"].addresses[0].addr_spec == BILLING
+    assert message["From"].addresses[0].display_name == "Facturación"
+    assert message["Reply-To"].addresses[0].addr_spec.startswith("facturacion+")
+    assert "Equipo de Facturación" in body(message)
+    answer = mail(ANA, "Re: cobro", "Adjunto el comprobante.",
+                  to=str(message["Reply-To"]), in_reply_to=str(message["Message-ID"]))  # fmt: skip
+    assert ingest(triage_app, answer).ticket_id == billing_number
 
 
 def test_a_backfill_of_real_mail_queues_no_mail_unless_asked(tmp_path: Path, corpus: Path) -> None:
