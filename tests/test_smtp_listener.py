@@ -414,3 +414,19 @@ def test_swaks_lmtp_with_one_recipient_refused(lmtp_server: SmtpServer) -> None:
     assert result.stdout.count("<-  250 2.0.0 Stored as") == 1  # DATA: one accepted rcpt
     lmtp_server.wait_processed()
     assert len(stored(lmtp_server.app)) == 1 and len(tickets(lmtp_server.app)) == 1
+
+
+def test_many_refused_lmtp_recipients_do_not_defer_the_support_recipient(
+    lmtp_server: SmtpServer,
+) -> None:
+    """Postfix hands one message for twelve recipients of our domain, one of them ours:
+    eleven 550s must not close the session (the error limit is for SMTP clients)."""
+    with lmtp_server.client() as client:
+        assert client.ehlo("mta.soporte.example")[0] == 250
+        assert client.mail(ANA)[0] == 250
+        for n in range(11):
+            assert client.rcpt(f"nadie{n}@soporte-otro.example")[0] == 550
+        assert client.rcpt(SUPPORT)[0] == 250
+        assert client.data(mail(ANA, "Muchos destinatarios", "x"))[0] == 250
+    lmtp_server.wait_processed()
+    assert len(stored(lmtp_server.app)) == 1

@@ -23,6 +23,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session, sy
 
 from daemon.config import ConfigError, SmtpConfig, split_hostport
 from daemon.intake.smtp_handler import (
+    REPLY_NOT_OURS,
     REPLY_SHUTTING_DOWN,
     REPLY_TOO_MANY_ERRORS,
     TRANSLATED_REPLIES,
@@ -214,7 +215,7 @@ class _IntakeProtocol(SMTP):
         await super().push(text)
         if text.startswith("421"):
             self.close_transport()  # RFC 5321 4.2.2: 421 closes the channel
-        elif text.startswith("5"):
+        elif text.startswith("5") and not self._trusted_refusal(text):
             self.errors += 1
             if self.errors >= self.listener.config.max_errors_per_connection:
                 await super().push(REPLY_TOO_MANY_ERRORS)
@@ -223,6 +224,12 @@ class _IntakeProtocol(SMTP):
             # Shutting down: this session's transaction just ended; it may not start another.
             await super().push(REPLY_SHUTTING_DOWN)
             self.close_transport()
+
+    def _trusted_refusal(self, reply: str) -> bool:
+        """Over LMTP the client is our own MTA: its refused recipients (one 550 per
+        recipient that is not ours) are not a client misbehaving, and counting them would
+        cut the session, deferring the support recipient of the same message."""
+        return self.listener.config.lmtp and reply.startswith(REPLY_NOT_OURS[:9])
 
     def goodbye(self, reply: str) -> None:
         """Tell the client we close, then close (idle sessions at shutdown, timeouts)."""
