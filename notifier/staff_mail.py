@@ -37,6 +37,7 @@ from notifier.mail import Queued, identify, queue_mail, safely
 from notifier.notify import NotifySettings
 from notifier.render import Renderer
 from parsers.thread_keys import subject_tag
+from tickets import search
 from tickets.addresses import is_own
 from tickets.agent_mail import agent_reply_address
 from tickets.changes import (
@@ -235,6 +236,8 @@ class StaffNotifier:
             "attachments": [f.filename for f in article.attachments] if article else [],
             "note": notice.note or "",
             "escalation_type": notice.escalation_type or "",
+            # Seed 003: "already reported?" — the requester's open tickets, close ones.
+            "similar": search.similar(session, ticket) if notice.event == "new" else None,
             "unbound": bool(article and (article.from_addr or "").lower() in self.staff.agents),
             "errors": list(notice.errors),
             "support_address": s.sender.email,

@@ -28,9 +28,11 @@ from tests.helpers import (
 from tests.mailbuilder import mail
 from tickets import shaping
 from tickets.models import Event, OutboxMessage, RawMessage, Ticket
+from tickets.queries import list_tickets
 
 SUPPORT = "soporte@soporte.example"
 BILLING = "facturacion@soporte.example"
+TRIAGE = "triaje@clinica.example"
 
 
 @pytest.fixture
@@ -41,6 +43,8 @@ def triage_app(tmp_path: Path, db_url: str, sink: SmtpSink) -> Iterator[App]:
         sink,
         support_addresses=[SUPPORT, BILLING],
         http={"listen": f"127.0.0.1:{free_port()}"},
+        agent_mail={"notify": True},
+        tickets={"triage_addresses": [TRIAGE]},
         routing={
             "queues": {BILLING: {"from_name": "Facturación", "signature": "Equipo de Facturación"}},
             "rules": [
@@ -83,12 +87,14 @@ def test_spam_is_kept_unanswered_counted_and_can_be_released(
         Path(triage_app.settings.data_dir).parent,
         BUZON_DATABASE_URL=triage_app.settings.db_url,
         BUZON_SUPPORT_ADDRESSES=f'["{SUPPORT}", "{BILLING}"]',
+        BUZON_AGENT_MAIL__NOTIFY="true",
+        BUZON_TICKETS__TRIAGE_ADDRESSES=f'["{TRIAGE}"]',
     )
     assert released.returncode == 0, released.stderr
     assert released.stdout.startswith(f"raw message {rows[0][0]}: processed ticket #")
     assert count(triage_app, Ticket) == 1
     deliver(triage_app)
-    assert [m.rcpt_tos for m in sink.messages] == [("ana@clinica.example",)]
+    assert sorted(m.rcpt_tos for m in sink.messages) == [("ana@clinica.example",), (TRIAGE,)]
 
 
 def _metric(app: App, name: str) -> float:
@@ -107,25 +113,40 @@ def test_urgent_words_and_the_billing_address_route_new_tickets(
     triage_app: App, sink: SmtpSink
 ) -> None:
     with serve_smtp(triage_app) as server:
+        send(server, mail(ANA, "Cita", "Quiero una cita para mi hija."))
         send(server, mail(ANA, "Ayuda", "Mi hija tiene un SANGRADO que no para."))
         send(server, mail(ANA, "Cobro", "Me cobraron dos veces.", to=BILLING), to=BILLING)
     with triage_app.sessions() as session:
-        urgent, billing = session.scalars(select(Ticket).order_by(Ticket.id)).all()
+        earlier, urgent, billing = session.scalars(select(Ticket).order_by(Ticket.id)).all()
         assert (urgent.category, urgent.priority) == ("urgent_emergency", "P1")
+        assert urgent.tags == ["urgente"]
+        assert [t["number"] for t in list_tickets(session, tag="URGENTE")] == [urgent.id]
         assert urgent.queue_address == SUPPORT
         assert (billing.team, billing.category, billing.queue_address) == (
             "facturacion", "billing", BILLING,
         )  # fmt: skip
         routed = session.scalars(select(Event).where(Event.kind == "routed")).all()
         assert [e.data["rules"] for e in routed] == [["urgent_emergency"], ["facturacion"]]
+        urgent_number, earlier_number = urgent.id, earlier.id
         # P1 targets: the first response is due within the hour of business time
         assert urgent.first_response_due_at is not None
         assert billing.first_response_due_at is not None
         assert urgent.first_response_due_at < billing.first_response_due_at
         billing_number = billing.id
-    # The billing queue answers from its own address, name and signature.
+    # The triage address hears of the urgent case at once, with the requester's other
+    # open ticket as a possible duplicate (seed 003).
     deliver(triage_app)
-    [ack] = [m for m in sink.messages if f"[#{billing_number}]" in str(parsed(m)["Subject"])]
+    [notice] = [
+        m for m in sink.messages
+        if m.rcpt_tos == (TRIAGE,) and f"[#{urgent_number}]" in str(parsed(m)["Subject"])
+    ]  # fmt: skip
+    assert "Prioridad: P1" in _text(notice)
+    assert f"Posibles duplicados: #{earlier_number}" in _text(notice)
+    # The billing queue answers from its own address, name and signature.
+    [ack] = [
+        m for m in sink.messages
+        if f"[#{billing_number}]" in str(parsed(m)["Subject"]) and m.rcpt_tos != (TRIAGE,)
+    ]  # fmt: skip
     message = parsed(ack)
     assert message["From"].addresses[0].addr_spec == BILLING
     assert message["From"].addresses[0].display_name == "Facturación"

@@ -36,6 +36,7 @@ def ticket_summary(t: Ticket) -> dict[str, Any]:
         "category": t.category,
         "requester": t.requester,
         "assignee": t.assignee,
+        "tags": list(t.tags or []),
         "team": t.team,
         "language": t.language,
         "parent": t.parent_id,
@@ -56,6 +57,7 @@ def list_tickets(
     team: str | None = None,
     assignee: str | None = None,
     category: str | None = None,
+    tag: str | None = None,
     words: str | None = None,
     numbers: list[int] | None = None,
     limit: int = 100,
@@ -88,7 +90,12 @@ def list_tickets(
         query = query.where(Ticket.level == level)
     if requester:
         query = query.where(Ticket.requester == requester.lower())
-    return [ticket_summary(t) for t in session.scalars(query)]
+    if not tag:
+        return [ticket_summary(t) for t in session.scalars(query)]
+    # Tags are a short JSON list on both databases: matched here, then the limit.
+    wanted = tag.strip().lower()
+    tagged = (t for t in session.scalars(query.limit(None)) if wanted in map(str.lower, t.tags))
+    return [ticket_summary(t) for t, _ in zip(tagged, range(limit), strict=False)]
 
 
 def ticket_detail(session: Session, number: int, now: datetime | None = None) -> dict[str, Any]:

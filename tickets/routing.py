@@ -182,6 +182,7 @@ def apply_route(
         value = getattr(a, name)
         if value is not None:
             setattr(ticket, name, value)
+    ticket.tags = list(dict.fromkeys([*(ticket.tags or []), *a.tags]))
     record(
         session,
         ticket,

@@ -50,6 +50,7 @@ def tickets_group() -> None:
 @click.option("--team", help="Only this team's tickets.")
 @click.option("--assignee", help="Only tickets of this agent.")
 @click.option("--category", help="Only this category (escalation type).")
+@click.option("--tag", help="Only tickets a routing rule tagged so (e.g. urgente).")
 @click.option("--search", "words", help="Only tickets whose text has these words.")
 @click.option("--breached", is_flag=True, help="Only tickets past an SLA due time.")
 @click.option("--due-within", type=DURATION, help="Only tickets due within e.g. 2h, 30m, 1d.")
@@ -64,6 +65,7 @@ def tickets_list(
     team: str | None,
     assignee: str | None,
     category: str | None,
+    tag: str | None,
     words: str | None,
     breached: bool,
     due_within: timedelta | None,
@@ -88,6 +90,7 @@ def tickets_list(
             team=team,
             assignee=assignee,
             category=category,
+            tag=tag,
             words=words,
             limit=limit,
         )

@@ -21,6 +21,7 @@ def upgrade() -> None:
     with op.batch_alter_table("tickets") as batch:
         batch.add_column(sa.Column("merged_into_id", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("queue_address", sa.String(length=320), nullable=True))
+        batch.add_column(sa.Column("tags", sa.JSON(), nullable=False, server_default="[]"))
         batch.create_foreign_key("fk_tickets_merged_into", "tickets", ["merged_into_id"], ["id"])
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
@@ -53,3 +54,4 @@ def downgrade() -> None:
         batch.drop_constraint("fk_tickets_merged_into", type_="foreignkey")
         batch.drop_column("merged_into_id")
         batch.drop_column("queue_address")
+        batch.drop_column("tags")
