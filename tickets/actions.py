@@ -311,7 +311,7 @@ def add_watcher(
     session: Session, ticket: Ticket, actor: str, email: str, name: str = ""
 ) -> list[Change]:
     """Copy someone on the ticket: they receive its updates from now on."""
-    email = _address(email)
+    email = email_address(email)
     if any(p.email == email for p in ticket.participants):
         raise TicketError(f"{email} is already on ticket #{ticket.id}")
     session.add(
@@ -324,7 +324,7 @@ def add_watcher(
 
 def remove_watcher(session: Session, ticket: Ticket, actor: str, email: str) -> list[Change]:
     """Stop copying a watcher (never the requester: the ticket is theirs)."""
-    email = _address(email)
+    email = email_address(email)
     found = [p for p in ticket.participants if p.email == email]
     if not found:
         raise TicketError(f"{email} is not on ticket #{ticket.id}")
@@ -338,7 +338,8 @@ def remove_watcher(session: Session, ticket: Ticket, actor: str, email: str) -> 
     return []
 
 
-def _address(value: str) -> str:
+def email_address(value: str) -> str:
+    """An address as typed by an agent, normalised; refused when it is none."""
     email = value.strip().strip("<>").lower()
     local, at, domain = email.partition("@")
     if not at or not local or "." not in domain or any(c.isspace() for c in email):

@@ -1,5 +1,5 @@
 """Agents shaping tickets: open one for a phone call or a chat (seeds 002/003), set the
-category, add or remove a CC'd person, change the requester.
+category, change the requester, merge two tickets (CC'd people: `actions.add_watcher`).
 
 Like `tickets.actions`: a session in, history events written, changes out; the desk
 adds the SLA clocks and the mail in the same transaction.
@@ -7,11 +7,10 @@ adds the SLA clocks and the mail in the same transaction.
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from tickets.actions import email_address
 from tickets.changes import Change, Merged, TicketChanged, TicketCreated
 from tickets.errors import TicketError
 from tickets.lifecycle import Status, change_status, record
@@ -26,7 +25,6 @@ from tickets.models import (
 )
 
 SOURCES = ("phone", "chat", "visit", "mail")
-_EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
 
 
 def open_ticket(
@@ -42,7 +40,7 @@ def open_ticket(
     acknowledge: bool = True,
 ) -> list[Change]:
     """A ticket an agent registers for a request that did not come by mail."""
-    requester = _address(requester)
+    requester = email_address(requester)
     if source not in SOURCES:
         raise TicketError(f"unknown source {source!r}; one of: {', '.join(SOURCES)}")
     subject = " ".join(subject.split())
@@ -54,7 +52,7 @@ def open_ticket(
     session.add(ticket)
     session.flush()
     session.add(Participant(ticket=ticket, email=requester, role=ParticipantRole.REQUESTER))
-    for email in dict.fromkeys(_address(a) for a in cc):
+    for email in dict.fromkeys(email_address(a) for a in cc):
         if email != requester:
             session.add(Participant(ticket=ticket, email=email, role=ParticipantRole.WATCHER))
     article = Article(
@@ -82,31 +80,10 @@ def set_category(session: Session, ticket: Ticket, actor: str, category: str) ->
     return [TicketChanged(ticket.id, "category", actor)]
 
 
-def add_cc(session: Session, ticket: Ticket, actor: str, address: str) -> list[Change]:
-    email = _address(address)
-    if _participant(session, ticket, email) is not None:
-        raise TicketError(f"{email} is already on ticket #{ticket.id}")
-    session.add(Participant(ticket=ticket, email=email, role=ParticipantRole.WATCHER))
-    record(session, ticket, "participant", actor, field="watcher", new=email)
-    ticket.updated_at = utcnow()
-    return [TicketChanged(ticket.id, "participants", actor)]
-
-
-def remove_cc(session: Session, ticket: Ticket, actor: str, address: str) -> list[Change]:
-    email = _address(address)
-    participant = _participant(session, ticket, email)
-    if participant is None or participant.role != ParticipantRole.WATCHER:
-        raise TicketError(f"{email} is not a CC'd person of ticket #{ticket.id}")
-    session.delete(participant)
-    record(session, ticket, "participant", actor, field="watcher", old=email)
-    ticket.updated_at = utcnow()
-    return [TicketChanged(ticket.id, "participants", actor)]
-
-
 def set_requester(session: Session, ticket: Ticket, actor: str, address: str) -> list[Change]:
     """The request is someone else's (a colleague wrote for a patient): they become the
     requester; the previous one stays on the ticket as a CC'd person."""
-    email = _address(address)
+    email = email_address(address)
     if email == ticket.requester:
         raise TicketError(f"{email} is already the requester of ticket #{ticket.id}")
     old = _participant(session, ticket, ticket.requester)
@@ -128,13 +105,6 @@ def _participant(session: Session, ticket: Ticket, email: str) -> Participant | 
     return session.scalar(
         select(Participant).where(Participant.ticket_id == ticket.id, Participant.email == email)
     )
-
-
-def _address(value: str) -> str:
-    email = value.strip().strip("<>").lower()
-    if not _EMAIL.match(email):
-        raise TicketError(f"not an email address: {value!r}")
-    return email
 
 
 def merge(session: Session, survivor: Ticket, actor: str, other_number: int) -> list[Change]:

@@ -455,7 +455,7 @@ def cc_group() -> None:
 @with_app
 def cc_add(app: App, number: int, address: str, actor: str) -> None:
     """CC ADDRESS on the ticket from now on."""
-    app.desk.act(number, lambda s, t: shaping.add_cc(s, t, actor, address))
+    app.desk.act(number, lambda s, t: actions.add_watcher(s, t, actor, address))
     click.echo(f"ticket #{number}: {address.strip().lower()} is CC'd")
 
 
@@ -466,7 +466,7 @@ def cc_add(app: App, number: int, address: str, actor: str) -> None:
 @with_app
 def cc_remove(app: App, number: int, address: str, actor: str) -> None:
     """Stop CC'ing ADDRESS on the ticket."""
-    app.desk.act(number, lambda s, t: shaping.remove_cc(s, t, actor, address))
+    app.desk.act(number, lambda s, t: actions.remove_watcher(s, t, actor, address))
     click.echo(f"ticket #{number}: {address.strip().lower()} is no longer CC'd")
 
 
