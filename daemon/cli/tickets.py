@@ -30,7 +30,7 @@ from daemon.wiring import App
 from notifier.mail import Queued
 from tickets import actions, queries, search, shaping
 from tickets.blobstore import BlobStore
-from tickets.lifecycle import Status
+from tickets.lifecycle import Status, status_named
 from tickets.models import Ticket, utcnow
 
 STATUSES = [s.value for s in Status]
@@ -247,7 +247,7 @@ def tickets_status(app: App, number: int, status: str, note: str | None, actor: 
     done = app.desk.act(
         number, lambda s, t: actions.set_status(s, t, status.strip().lower(), actor, note)
     )
-    _report(number, f"now {status}", done.queued)
+    _report(number, f"now {status_named(status).value}", done.queued)
 
 
 @tickets_group.command("assign")
