@@ -23,6 +23,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
+from sqlalchemy.orm import defer as defer_column
 
 from parsers import Address, ParsedMessage, parse
 from parsers.message import MailKind
@@ -161,7 +162,10 @@ def _process_once(
         return raw
     parsed = parse(raw, policy.limits, policy.spam)
     with sf.begin() as session:
-        row = session.get(RawMessage, raw_id, with_for_update=True)
+        # The bytes were read (and parsed) above: not loaded a second time with the lock.
+        row = session.get(
+            RawMessage, raw_id, with_for_update=True, options=[defer_column(RawMessage.raw)]
+        )
         if row is None:
             raise TicketError(f"no raw message {raw_id}")
         if row.state in FINISHED:  # another worker finished it meanwhile
