@@ -443,6 +443,43 @@ class HttpConfig(_Section):
     _listen = field_validator("listen")(classmethod(lambda cls, v: check_hostport(v)))
 
 
+class WebConfig(_Section):
+    """The HTTP API and the agents' console (issue 16): a listener of its own, apart
+    from health and metrics, so it can face the team's network while /metrics stays
+    local."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1:8080"
+    # The address agents open (sign-in links in mail point here); default: http://listen.
+    base_url: str | None = None
+    # Set when the console is served over HTTPS (a reverse proxy): cookies get Secure.
+    secure_cookies: bool = False
+    session_hours: float = Field(12.0, gt=0)
+    sign_in_link_minutes: float = Field(15.0, gt=0)
+    sign_in_attempts_per_minute: int = Field(10, ge=1)
+
+    _listen = field_validator("listen")(classmethod(lambda cls, v: check_hostport(v)))
+
+
+class WebhookConfig(_Section):
+    """One receiver of ticket events, signed with HMAC-SHA256 under its own secret."""
+
+    name: str = Field(min_length=1, max_length=100)
+    url: str = Field(pattern=r"^https?://")
+    secret: str = Field(min_length=16)
+    # Which events it gets; empty: every event.
+    events: list[str] = Field(default_factory=list)
+
+
+class WebhooksConfig(_Section):
+    hooks: list[WebhookConfig] = Field(default_factory=list)
+    timeout: float = Field(10.0, gt=0)
+    max_attempts: int = Field(10, ge=1)
+    retry_base_seconds: float = Field(5.0, gt=0)
+    retry_max_seconds: float = Field(3600.0, gt=0)
+    interval_seconds: float = Field(2.0, gt=0)
+
+
 class SlaTargetConfig(_Section):
     first_response_hours: float = Field(gt=0)
     resolution_hours: float = Field(gt=0)
@@ -574,6 +611,8 @@ class Settings(BaseSettings):
     tickets: TicketsConfig = TicketsConfig()
     routing: RoutingConfig = RoutingConfig()
     http: HttpConfig = HttpConfig()
+    web: WebConfig = WebConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     sla: SlaConfig = SlaConfig()
     agent_mail: AgentMailConfig = AgentMailConfig()
     log: LogConfig = LogConfig()

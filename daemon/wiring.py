@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from jinja2 import TemplateError
 from sqlalchemy import Engine
@@ -42,6 +43,7 @@ from daemon.intake.smtp_store import IntakeStore, WriteGate
 from daemon.scheduler import JobFunction, Scheduler
 from daemon.sdnotify import watchdog_with
 from daemon.supervisor import Component
+from daemon.web.parts import WebParts
 from notifier.compose import Mailbox
 from notifier.delivery import DeliveryPolicy, deliver_due
 from notifier.notify import Notifier, NotifySettings
@@ -61,9 +63,12 @@ from tickets.priority import PriorityMatrix
 from tickets.routing import Actions, Rule, compile_words, urgent_rule
 from tickets.sla import SlaPolicy, Target
 
+if TYPE_CHECKING:
+    from daemon.web.server import WebServer
+
 # Which runners each long-lived command starts ("imap" stands for one per mailbox).
 RUNNERS: dict[str, tuple[str, ...]] = {
-    "run": ("ingest", "imap", "smtp", "scheduler"),
+    "run": ("ingest", "imap", "smtp", "scheduler", "web"),
     "smtp": ("ingest", "smtp"),
     "imap": ("ingest", "imap"),
     "scheduler": ("scheduler",),
@@ -343,10 +348,39 @@ class App:
             runners["smtp"] = listener.run
         if "scheduler" in wanted:
             runners["scheduler"] = self.scheduler().run
+        if "web" in wanted and self.settings.web.enabled:
+            web = self.web_server()
+            self.health.add_check("web", web.ready)
+            runners["web"] = web.run
         server = self.http_server(http)
         if server is not None:
             runners["http"] = server.run
         return runners
+
+    @cached_property
+    def web_parts(self) -> WebParts:
+        s = self.settings
+        return WebParts(
+            sessions=self.sessions,
+            desk=self.desk,
+            catalogue=self.catalogue,
+            config=s.web,
+            agents=s.agent_names,
+            language=s.default_language,
+            base_url=(s.web.base_url or f"http://{s.web.listen}").rstrip("/"),
+        )
+
+    def web_server(self, bind: tuple[str, int] | None = None) -> WebServer:
+        """The API and console listener; `bind` overrides web.listen (tests: port 0)."""
+        # The web stack (uvicorn, Starlette) is imported only by the commands that serve it.
+        from daemon.web.app import build
+        from daemon.web.server import WebServer
+
+        host, port = bind or split_hostport(self.settings.web.listen)
+        try:
+            return WebServer(build(self.web_parts), host, port)
+        except OSError as exc:
+            raise ConfigError(f"web.listen {host}:{port}: {exc.strerror or exc}") from None
 
     def ingest_worker(self) -> IngestWorker:
         cfg = self.settings.ingest

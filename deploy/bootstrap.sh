@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# postfix: tests/test_postfix.py starts private instances; systemd: systemd-analyze.
-DEBS=(python3-venv dovecot-imapd swaks ca-certificates postfix systemd)
+# postfix: tests/test_postfix.py starts private instances; systemd: systemd-analyze;
+# chromium + chromium-driver: the console's browser tests (no browser download).
+DEBS=(python3-venv dovecot-imapd swaks ca-certificates postfix systemd chromium chromium-driver)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
