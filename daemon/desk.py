@@ -22,7 +22,7 @@ from notifier.notify import Notifier
 from notifier.sla_mail import StaffRouting, notify_sla
 from notifier.staff_mail import StaffNotifier
 from tickets import actions, search, sla
-from tickets.changes import AgentReplied, Change, CustomerReplied, NoteAdded, TicketCreated
+from tickets.changes import Change
 from tickets.housekeeping import close_resolved, tickets_to_remind
 from tickets.ingest import Outcome, process
 from tickets.models import Ticket, utcnow
@@ -30,8 +30,6 @@ from tickets.policy import MailPolicy
 from tickets.sla import SlaPolicy, fired_keys, refresh
 
 Action = Callable[[Session, Ticket], list[Change]]
-# The changes that add words to a ticket: its search index follows them.
-TEXT_CHANGES = (TicketCreated, CustomerReplied, AgentReplied, NoteAdded)
 
 BATCH = 500  # tickets per scheduled transaction: short transactions, bounded memory
 MAX_BATCHES = 1000  # a guard: a pass never loops forever, the next run goes on
@@ -79,7 +77,7 @@ class Desk:
             ticket = session.get(Ticket, ticket_id)
             if ticket is not None:
                 refresh(ticket, self.sla_policy, now, fired_keys(session, ticket_id))
-        search.index(session, (c.ticket_id for c in changes if isinstance(c, TEXT_CHANGES)))
+        search.follow(session, changes)
         queued = self.notifier.notify(session, changes, now)
         if self.staff is not None:
             queued += self.staff.notify(session, changes, now)
