@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 
@@ -23,7 +24,7 @@ from tests.fixtures.console_service import (
 )
 from tests.helpers import body, buzon, parsed
 from tickets.console_auth import create_link
-from tickets.models import Event, utcnow
+from tickets.models import Event, Ticket, utcnow
 
 
 def _ask_link(console: ConsoleService, address: str, client_ip: str) -> str:
@@ -208,3 +209,58 @@ def test_an_action_is_recorded_as_the_signed_in_agent(console: ConsoleService) -
             select(Event).where(Event.ticket_id == number, Event.kind == "note")
         ).all()
     assert [e.actor for e in notes] == [PEDRO]
+
+
+def test_every_action_form_goes_through_the_desk_as_the_agent(console: ConsoleService) -> None:
+    console.send_mail("Factura duplicada", sender="facturas@clinica.example")
+    console.send_mail("Factura duplicada otra vez", sender="facturas@clinica.example")
+    number = console.ticket_numbered("Factura duplicada")
+    other = console.ticket_numbered("Factura duplicada otra vez")
+    start = utcnow()
+    with console.client("198.51.100.13") as client:
+        sign_in_with_password(client)
+        csrf = csrf_of(client.get(f"/tickets/{number}").text)
+
+        def post(action: str, files: Any = None, **fields: str) -> str:
+            answer = client.post(
+                f"/tickets/{number}/{action}", data={"csrf": csrf, **fields}, files=files
+            )
+            assert answer.status_code == 303, answer.text
+            flash = client.get(answer.headers["location"]).text
+            assert "Hecho" in flash, re.findall(r'class="flash[^>]*>([^<]*)', flash)
+            return flash
+
+        post("status", status="in_progress")
+        post("assign", agent=LUCIA, team="Facturación")
+        post("priority", impact="high", urgency="high")
+        post("category", category="billing")
+        post("cc-add", address="colega@clinica.example")
+        post("cc-remove", address="colega@clinica.example")
+        post("merge", other=f"#{other}")
+        before = len(console.sink.messages)
+        files = [("attach", ("detalle.csv", b"fecha;importe\n2026-11-30;42\n", "text/csv"))]
+        page = post(
+            "reply", files=files, text="Anulamos la duplicada.", status="waiting_on_customer"
+        )
+        attachment = re.search(rf'href="(/tickets/{number}/attachments/\d+)"', page)
+        assert attachment
+        download = client.get(attachment.group(1))
+        post("escalate", team="Facturación", reason="Revisar el cobro", type="billing")
+
+    assert download.content == b"fecha;importe\n2026-11-30;42\n"
+    assert download.headers["content-disposition"].startswith("attachment;")
+    mail = parsed(console.mail_to("facturas@clinica.example", before, containing=b"detalle.csv"))
+    assert "Anulamos la duplicada." in body(mail)
+    assert [p.get_filename() for p in mail.iter_attachments()] == ["detalle.csv"]
+    with console.sessions()() as session:
+        ticket = session.get(Ticket, number)
+        merged = session.get(Ticket, other)
+        assert ticket is not None and merged is not None
+        assert (ticket.priority, ticket.category) == ("P1", "billing")
+        assert (ticket.level, ticket.team, ticket.status) == (2, "Facturación", "new")
+        assert merged.merged_into_id == number
+        events = session.scalars(
+            select(Event).where(Event.ticket_id == number, Event.created_at >= start)
+        ).all()
+        assert {e.actor for e in events} - {"buzon-notifier"} == {PEDRO}
+        assert LUCIA in {e.new_value for e in events if e.field == "assignee"}
