@@ -39,6 +39,10 @@ def test_a_link_signs_in_once_and_only_in_its_time(app: App) -> None:
         assert use_link(session, token, now) == AGENT
     with app.sessions.begin() as session:
         assert use_link(session, token, now) is None  # used up
+        fresh = create_link(session, AGENT, 15, now)
+    with app.sessions() as session:  # the expired link is gone; the used one is kept
+        stored = set(session.scalars(select(SignInLink.token_hash)))
+        assert stored == {digest(token), digest(fresh)}
 
 
 def test_a_session_ends_when_it_expires_or_is_closed(app: App) -> None:
@@ -56,6 +60,11 @@ def test_a_session_ends_when_it_expires_or_is_closed(app: App) -> None:
     with app.sessions() as session:
         assert find_session(session, opened.token, now) is None
         assert find_session(session, other.token, now) is not None  # only that one
+    with app.sessions.begin() as session:
+        newest = open_session(session, AGENT, 12, now)
+    with app.sessions() as session:  # the closed one is gone, the open ones stay
+        kept = set(session.scalars(select(ConsoleSession.token_hash)))
+        assert kept == {digest(other.token), digest(newest.token)}
 
 
 def test_a_password_is_checked_with_argon2_and_kept_hashed(app: App) -> None:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.orm import Session
 
 from tickets.errors import TicketError
@@ -85,6 +85,10 @@ def check_password(session: Session, agent: str, password: str) -> bool:
 
 def create_link(session: Session, agent: str, minutes: float, now: datetime) -> str:
     """A new link's token (to put in the mail; only its digest is kept)."""
+    # The agent's dead links go as a new one comes: the table does not grow without end.
+    session.execute(
+        delete(SignInLink).where(SignInLink.agent == agent, SignInLink.expires_at <= now)
+    )
     token = secrets.token_urlsafe(32)
     session.add(
         SignInLink(
@@ -125,6 +129,13 @@ def use_link(session: Session, token: str, now: datetime) -> str | None:
 
 
 def open_session(session: Session, agent: str, hours: float, now: datetime) -> Opened:
+    # The agent's ended sessions go as a new one opens (as links do).
+    session.execute(
+        delete(ConsoleSession).where(
+            ConsoleSession.agent == agent,
+            (ConsoleSession.expires_at <= now) | ConsoleSession.revoked_at.is_not(None),
+        )
+    )
     opened = Opened(secrets.token_urlsafe(32), secrets.token_urlsafe(32))
     session.add(
         ConsoleSession(
