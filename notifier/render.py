@@ -40,6 +40,8 @@ NAMES = (
     # Internal mail to agents: what happened on a ticket, and a refused agent mail.
     "staff_notice",
     "agent_refused",
+    # Internal mail to an agent: a one-time sign-in link to the console.
+    "sign_in_link",
 )
 
 # Customer-facing names of the statuses (seed 002), used in subjects and bodies.

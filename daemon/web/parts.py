@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.config import WebConfig
 from daemon.desk import Desk
+from notifier.compose import Mailbox
+from notifier.render import Renderer
 from tickets.actions import Catalogue
 
 
@@ -22,3 +25,8 @@ class WebParts:
     agents: Mapping[str, str]  # configured agent address -> display name
     language: str  # default language of the console ("es" or "en")
     base_url: str  # where agents open the console (sign-in links point here)
+    # The console's own needs: its sign-in mail, reply attachments, times as agents read them.
+    renderer: Renderer
+    sender: Mailbox  # who the sign-in mail is from
+    attachments_dir: Path
+    timezone: str

@@ -1,0 +1,139 @@
+"""The console's words in Spanish (the default) and English: one table, so that a page
+template names a key and never carries a language of its own."""
+
+from __future__ import annotations
+
+LANGUAGES = ("es", "en")
+
+# key -> (Spanish, English)
+TEXT: dict[str, tuple[str, str]] = {
+    "console": ("Consola de soporte", "Support console"),
+    "queue": ("Cola", "Queue"),
+    "sign_in": ("Entrar", "Sign in"),
+    "sign_out": ("Salir", "Sign out"),
+    "signed_in_as": ("Conectado como", "Signed in as"),
+    "address": ("Tu dirección de correo", "Your mail address"),
+    "password": ("Contraseña", "Password"),
+    "send_link": ("Enviarme un enlace", "Mail me a link"),
+    "by_link": ("Entrar con un enlace por correo", "Sign in with a link by mail"),
+    "by_password": ("Entrar con contraseña", "Sign in with a password"),
+    "link_sent": (
+        "Si esa dirección es de un agente, le enviamos un enlace para entrar. Revisa tu correo.",
+        "If that address is an agent's, a sign-in link is on its way. Check your mail.",
+    ),
+    "wrong_password": (
+        "Dirección o contraseña incorrectas.",
+        "Wrong address or password.",
+    ),
+    "link_confirm": (
+        "Pulsa el botón para entrar a la consola.",
+        "Press the button to sign in to the console.",
+    ),
+    "link_invalid": (
+        "Este enlace no sirve: ya se usó, caducó o no existe. Pide uno nuevo.",
+        "This link does not work: it was used, it expired or it does not exist. Ask for a new one.",
+    ),
+    "too_many": (
+        "Demasiados intentos de entrar desde tu dirección. Espera un minuto y vuelve a probar.",
+        "Too many sign-in attempts from your address. Wait a minute and try again.",
+    ),
+    "forbidden": (
+        "El formulario caducó o no vino de esta consola. Vuelve a cargar la página.",
+        "The form expired or did not come from this console. Reload the page.",
+    ),
+    "language": ("English", "Español"),
+    # the queue
+    "filters": ("Filtros", "Filters"),
+    "status": ("Estado", "Status"),
+    "team": ("Equipo", "Team"),
+    "assignee": ("Asignado a", "Assignee"),
+    "category": ("Categoría", "Category"),
+    "level": ("Nivel", "Level"),
+    "breached": ("SLA vencido", "SLA breached"),
+    "search": ("Buscar", "Search"),
+    "search_words": ("Palabras", "Words"),
+    "any": ("(todos)", "(any)"),
+    "me": ("yo", "me"),
+    "open": ("abiertos", "open"),
+    "no_tickets": ("No hay tickets.", "No tickets."),
+    "subject": ("Asunto", "Subject"),
+    "requester": ("Solicitante", "Requester"),
+    "priority": ("Prioridad", "Priority"),
+    "due": ("Vence", "Due"),
+    "apply": ("Aplicar", "Apply"),
+    "nobody": ("nadie", "nobody"),
+    # a ticket
+    "thread": ("Conversación", "Thread"),
+    "quoted": ("Texto citado", "Quoted text"),
+    "html_version": ("Versión HTML (saneada)", "HTML version (sanitised)"),
+    "attachments": ("Adjuntos", "Attachments"),
+    "history": ("Historial", "History"),
+    "sla": ("Plazos (SLA)", "SLA clocks"),
+    "participants": ("Participantes", "Participants"),
+    "similar": ("Tickets parecidos", "Similar tickets"),
+    "duplicates": ("Posibles duplicados", "Possible duplicates"),
+    "related": ("Relacionados", "Related"),
+    "by": ("por", "by"),
+    "from": ("de", "from"),
+    "actions": ("Acciones", "Actions"),
+    "reply": ("Responder al cliente", "Reply to the customer"),
+    "reply_text": ("Respuesta", "Answer"),
+    "attach": ("Adjuntar archivos", "Attach files"),
+    "then_status": ("Y dejar en estado", "Then set status"),
+    "unchanged": ("(sin cambio)", "(unchanged)"),
+    "send": ("Enviar", "Send"),
+    "note": ("Nota interna", "Internal note"),
+    "add_note": ("Añadir nota", "Add note"),
+    "change_status": ("Cambiar estado", "Change status"),
+    "why": ("Motivo (opcional)", "Why (optional)"),
+    "assign": ("Asignar", "Assign"),
+    "agent": ("Agente", "Agent"),
+    "escalate": ("Escalar a segundo nivel", "Escalate to the second level"),
+    "reason": ("Motivo", "Reason"),
+    "type": ("Tipo", "Type"),
+    "impact": ("Impacto", "Impact"),
+    "urgency": ("Urgencia", "Urgency"),
+    "set_priority": ("Fijar prioridad", "Set priority"),
+    "set_category": ("Fijar categoría", "Set category"),
+    "cc": ("En copia (CC)", "CC"),
+    "cc_add": ("Añadir en copia", "Add to CC"),
+    "cc_remove": ("Quitar de copia", "Remove from CC"),
+    "merge": ("Fusionar otro ticket en este", "Merge another ticket into this one"),
+    "other_ticket": ("Número del otro ticket", "The other ticket's number"),
+    "save": ("Guardar", "Save"),
+    "clock_first_response": ("Primera respuesta", "First response"),
+    "clock_resolution": ("Resolución", "Resolution"),
+    "state_running": ("en curso", "running"),
+    "state_breached": ("vencido", "breached"),
+    "state_stopped": ("cumplido", "met"),
+    "state_paused": ("en pausa", "paused"),
+    "state_not running": ("sin reloj", "not running"),
+    # flash messages
+    "done": ("Hecho: {what}.", "Done: {what}."),
+    "refused": ("No se pudo: {why}", "Could not do it: {why}"),
+    "unsent": (
+        "La respuesta quedó en el ticket pero no se envió a nadie: {who}",
+        "The reply is on the ticket but was mailed to nobody: {who}",
+    ),
+    "too_large": (
+        "Los adjuntos pesan demasiado (máximo {mb} MB en total).",
+        "The attachments are too large (at most {mb} MB in all).",
+    ),
+    "not_found": ("No existe.", "Not found."),
+}
+
+STATUS_NAMES: dict[str, tuple[str, str]] = {
+    "new": ("Nuevo", "New"),
+    "in_progress": ("En curso", "In progress"),
+    "waiting_on_customer": ("Esperando al cliente", "Waiting on customer"),
+    "on_hold": ("Suspendido", "On hold"),
+    "resolved": ("Resuelto", "Resolved"),
+    "closed": ("Cerrado", "Closed"),
+}
+
+
+def translate(language: str, key: str, **values: object) -> str:
+    """The text of `key` in `language` (Spanish for any other), with `values` filled in."""
+    pair = TEXT.get(key) or STATUS_NAMES.get(key) or (key, key)
+    text = pair[1] if language == "en" else pair[0]
+    return text.format(**values) if values else text
