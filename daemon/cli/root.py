@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from daemon.cli import addresses, admin, doctor, inbound, outbox, run, sla, tickets
+from daemon.cli import addresses, admin, doctor, inbound, outbox, run, sla, tickets, webhooks
 from daemon.cli.common import CONFIG_PATH
 
 
@@ -31,6 +31,7 @@ for command in (
     inbound.inbound_group,
     tickets.tickets_group,
     outbox.outbox_group,
+    webhooks.webhooks_group,
     addresses.addresses_group,
     sla.sla_group,
     run.run,
