@@ -82,6 +82,8 @@ def make_app(tmp_path: Path, db_url: str, **overrides: object) -> App:
     # test asks for them (tests/test_agent_mail.py), so that the tests of customers' mail
     # count customers' mail.
     overrides.setdefault("agent_mail", {"notify": False})
+    # `runners("run")` binds the API/console port: never the shared default in tests.
+    overrides.setdefault("web", {"listen": f"127.0.0.1:{free_port()}"})
     settings = load_settings(
         None,
         data_dir=tmp_path / "data",
@@ -125,9 +127,7 @@ def new_ticket(app: App, **kwargs: Any) -> tuple[int, bytes]:
     return outcome.ticket_id, raw
 
 
-def act(
-    app: App, number: int, action: Callable[[Session, Ticket], list[Change]]
-) -> list[Change]:
+def act(app: App, number: int, action: Callable[[Session, Ticket], list[Change]]) -> list[Change]:
     """What an agent's command does: the action, SLA and mail in one transaction."""
     return app.desk.act(number, action).changes
 

@@ -52,6 +52,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the fixture builds a virtualenv and installs buzón into it
 def test_install_sh_lays_out_what_the_units_expect(installed: Path) -> None:
     buzon = installed / "opt/buzon/.venv/bin/buzon"
     assert os.access(buzon, os.X_OK)
