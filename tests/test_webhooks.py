@@ -34,6 +34,7 @@ from tests.fixtures.service import http_get, send_mail, wait_for, write_config
 from tests.helpers import AGENT, ANA, act, buzon, free_port, ingest, make_app, new_ticket
 from tests.mailbuilder import mail, message_id
 from tickets import actions
+from tickets.inbox import accept
 from tickets.models import WebhookDelivery, utcnow
 from tickets.webhooks import retry_dead
 
@@ -126,6 +127,15 @@ def test_every_event_kind_comes_from_the_real_action(happ: App) -> None:
         p for p in payloads(happ, ticket_id=number) if p["event"] == "ticket.escalated"
     )
     assert escalated["data"]["team"] == "PX" and escalated["ticket"]["level"] == 2
+
+
+def test_a_backfilled_ticket_is_marked_imported(happ: App) -> None:
+    raw_id = accept(happ.sessions, mail(ANA, "Caso de 2019", "Del archivo."), "backfill")
+    number = happ.desk.ingest(raw_id).ticket_id
+    [created] = payloads(happ, ticket_id=number)
+    assert (created["event"], created["data"]["imported"]) == ("ticket.created", True)
+    new_ticket(happ, subject="Hoy")
+    assert "imported" not in payloads(happ)[-1]["data"]
 
 
 def test_each_hook_gets_only_the_events_it_asked_for(tmp_path: Path, db_url: str) -> None:

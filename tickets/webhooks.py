@@ -32,7 +32,7 @@ from tickets.changes import (
     StatusChanged,
     TicketCreated,
 )
-from tickets.errors import TicketError
+from tickets.errors import TicketError, TicketNotFound
 from tickets.models import Article, Ticket, WebhookDelivery
 from tickets.sla import SlaBreached, SlaChange, SlaWarning
 
@@ -48,6 +48,10 @@ EVENTS = (
     "sla.warning",
     "sla.breached",
 )
+
+
+class DeliveryNotFound(TicketNotFound):
+    pass
 
 
 @dataclass(frozen=True)
@@ -326,7 +330,7 @@ def retry(session: Session, row_id: int, now: datetime) -> dict[str, Any]:
     """Put a dead (or waiting) delivery back in line, with a fresh series of attempts."""
     row = session.get(WebhookDelivery, row_id, with_for_update=True)
     if row is None:
-        raise TicketError(f"no webhook delivery {row_id}")
+        raise DeliveryNotFound(f"no webhook delivery {row_id}")
     if row.state == SENT:
         raise TicketError(f"webhook delivery {row_id} was already sent at {iso(row.delivered_at)}")
     _requeue(row, now)

@@ -15,6 +15,7 @@ from daemon.web.parts import WebParts
 from tickets import webhooks
 from tickets.errors import TicketError
 from tickets.models import utcnow
+from tickets.webhooks import DeliveryNotFound
 
 
 async def list_deliveries(request: Request) -> JSONResponse:
@@ -47,9 +48,10 @@ async def retry_delivery(request: Request) -> JSONResponse:
 
     try:
         return JSONResponse(await run_in_threadpool(retry))
-    except TicketError as exc:
-        status = 404 if str(exc).startswith("no webhook delivery") else 409
-        return JSONResponse({"error": str(exc)}, status_code=status)
+    except DeliveryNotFound as exc:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+    except TicketError as exc:  # already sent
+        return JSONResponse({"error": str(exc)}, status_code=409)
 
 
 def webhook_routes() -> list[Route]:
