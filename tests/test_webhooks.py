@@ -369,7 +369,7 @@ def running(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
 def test_sigkill_mid_delivery_loses_nothing_and_the_key_tells_the_repeat(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    smtp_port, http_port, web_port = free_port(), free_port(), free_port()
+    smtp_port, http_port = free_port(), free_port()
     db = f"sqlite:///{tmp_path / 'b.db'}"
     config = write_config(
         tmp_path / "buzon.toml",
@@ -378,7 +378,6 @@ def test_sigkill_mid_delivery_loses_nothing_and_the_key_tells_the_repeat(
         smtp_port,
         extra=(
             f'[http]\nlisten = "127.0.0.1:{http_port}"\n'
-            f'[web]\nlisten = "127.0.0.1:{web_port}"\n'
             "[webhooks]\ntimeout = 2.0\ninterval_seconds = 0.2\nretry_base_seconds = 1.0\n"
             f'[[webhooks.hooks]]\nname = "crm"\nurl = "{receiver.url()}"\nsecret = "{SECRET}"\n'
         ),
@@ -386,7 +385,9 @@ def test_sigkill_mid_delivery_loses_nothing_and_the_key_tells_the_repeat(
     log = tmp_path / "buzon.log"
     receiver.stall = 1.0  # every answer waits: buzón is killed while one is in flight
     with running(config, log) as proc:
-        wait_for(lambda: http_get(http_port, "/readyz")[0] == 200, 30, "buzón ready")
+        ready = lambda: proc.poll() is not None or http_get(http_port, "/readyz")[0] == 200  # noqa: E731
+        wait_for(ready, 60, "buzón ready")
+        assert proc.poll() is None, log.read_text()[-2000:]
         for n in range(4):
             send_mail(smtp_port, f"Caso {n}")
         receiver.wait_hits(2)  # the first was answered; the second is waiting for its answer
