@@ -34,9 +34,10 @@ from tests.fixtures.service import http_get, send_mail, wait_for, write_config
 from tests.helpers import AGENT, ANA, act, buzon, free_port, ingest, make_app, new_ticket
 from tests.mailbuilder import mail, message_id
 from tickets import actions
+from tickets.errors import TicketError
 from tickets.inbox import accept
 from tickets.models import WebhookDelivery, utcnow
-from tickets.webhooks import retry_dead
+from tickets.webhooks import claim, retry, retry_dead
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "a-secret-of-sixteen-chars-or-more"
@@ -260,6 +261,18 @@ def test_retry_dead_and_a_removed_hook(tmp_path: Path, receiver: Receiver) -> No
     assert app.deliver_webhooks(utcnow()) == Counter(dead=1)  # still not configured
     old.engine.dispose()
     app.engine.dispose()
+
+
+def test_a_delivery_in_flight_is_not_retried_under_its_sender(happ: App) -> None:
+    new_ticket(happ)
+    [row] = rows(happ)
+    now = utcnow()
+    with happ.sessions.begin() as session:
+        assert claim(session, row.id, "elsewhere", now, 60) is not None
+    with pytest.raises(TicketError, match="being sent right now"), happ.sessions.begin() as s:
+        retry(s, row.id, now)
+    with happ.sessions.begin() as session:  # a claim that expired (its job died) is free
+        assert retry(session, row.id, now + timedelta(seconds=61))["state"] == "pending"
 
 
 def test_a_timeout_and_a_refused_connection_are_retried(tmp_path: Path, receiver: Receiver) -> None:

@@ -183,13 +183,15 @@ def _row(
     )
 
 
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def iso(moment: datetime | None) -> str | None:
     """ISO 8601 in UTC; stored times without a zone are UTC (SQLite drops it)."""
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return _aware(moment).astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 # --- the delivery queue -----------------------------------------------------------------------
@@ -333,6 +335,9 @@ def retry(session: Session, row_id: int, now: datetime) -> dict[str, Any]:
         raise DeliveryNotFound(f"no webhook delivery {row_id}")
     if row.state == SENT:
         raise TicketError(f"webhook delivery {row_id} was already sent at {iso(row.delivered_at)}")
+    if row.claimed_until is not None and _aware(row.claimed_until) > _aware(now):
+        # Freeing its claim would let a second job send it while the first still is.
+        raise TicketError(f"webhook delivery {row_id} is being sent right now")
     _requeue(row, now)
     return _listed(row)
 
