@@ -66,7 +66,7 @@ class Hook:
 
 
 @dataclass(frozen=True)
-class Event:
+class WebhookEvent:
     """One event of one ticket, before it is addressed to any hook."""
 
     name: str
@@ -99,29 +99,31 @@ class WebhookPlanner:
         return rows
 
 
-def event_of(session: Session, change: Change | SlaChange) -> Event | None:
+def event_of(session: Session, change: Change | SlaChange) -> WebhookEvent | None:
     """The webhook event of a domain change; None for changes no event is made of
     (priority, category, participants, merges, refused agent mail)."""
     match change:
         case TicketCreated(ticket_id, article_id):
-            return Event("ticket.created", ticket_id, _article(session, article_id))
-        case CustomerReplied(ticket_id, article_id) | AgentReplied(ticket_id, article_id):
-            return Event("article.added", ticket_id, _article(session, article_id))
-        case NoteAdded(ticket_id, article_id):
-            return Event("article.added", ticket_id, _article(session, article_id))
+            return WebhookEvent("ticket.created", ticket_id, _article(session, article_id))
+        case (
+            CustomerReplied(ticket_id, article_id)
+            | AgentReplied(ticket_id, article_id)
+            | NoteAdded(ticket_id, article_id)
+        ):
+            return WebhookEvent("article.added", ticket_id, _article(session, article_id))
         case StatusChanged(ticket_id, old, new, actor, internal):
             data = {"old": old, "new": new, "actor": actor, "internal": internal}
-            return Event("status.changed", ticket_id, data)
+            return WebhookEvent("status.changed", ticket_id, data)
         case Assigned(ticket_id, assignee, team, actor, previous, note, _):
             data = {"assignee": assignee, "team": team, "previous": previous}
-            return Event("ticket.assigned", ticket_id, data | {"actor": actor, "note": note})
+            return WebhookEvent("ticket.assigned", ticket_id, data | {"actor": actor, "note": note})
         case Escalated(ticket_id, team, kind, actor, reason):
             data = {"team": team, "type": kind, "actor": actor, "reason": reason}
-            return Event("ticket.escalated", ticket_id, data)
+            return WebhookEvent("ticket.escalated", ticket_id, data)
         case SlaWarning(ticket_id, clock, due_at):
-            return Event("sla.warning", ticket_id, {"clock": clock, "due_at": iso(due_at)})
+            return WebhookEvent("sla.warning", ticket_id, {"clock": clock, "due_at": iso(due_at)})
         case SlaBreached(ticket_id, clock, due_at):
-            return Event("sla.breached", ticket_id, {"clock": clock, "due_at": iso(due_at)})
+            return WebhookEvent("sla.breached", ticket_id, {"clock": clock, "due_at": iso(due_at)})
     return None
 
 
@@ -150,7 +152,7 @@ def _article(session: Session, article_id: int) -> dict[str, Any]:
 
 
 def _row(
-    hook: Hook, event: Event, ticket: Ticket, now: datetime, imported: bool
+    hook: Hook, event: WebhookEvent, ticket: Ticket, now: datetime, imported: bool
 ) -> WebhookDelivery:
     key = uuid.uuid4().hex
     payload = {
