@@ -17,12 +17,15 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
 from tickets import webhooks
 from tickets.webhooks import Claimed
+
+if TYPE_CHECKING:  # httpx is imported by a pass that sends: a CLI command never waits on it
+    import httpx
 
 log = logging.getLogger("buzon.webhooks")
 
@@ -76,6 +79,8 @@ def deliver_webhooks(
         ids = webhooks.due_ids(session, now, policy.batch_size)
     if not ids:
         return counts
+    import httpx
+
     own_client = client is None
     client = client or httpx.Client(timeout=policy.timeout, follow_redirects=False)
     try:
@@ -115,6 +120,8 @@ def _deliver_one(
 
 def post(client: httpx.Client, receiver: Receiver, row: Claimed) -> str | None:
     """POST the stored body once; None on a 2xx answer, else why it failed."""
+    import httpx
+
     body = row.payload.encode()
     headers = {
         "Content-Type": "application/json",
