@@ -28,6 +28,7 @@ from tickets.ingest import Outcome, process
 from tickets.models import Ticket, utcnow
 from tickets.policy import MailPolicy
 from tickets.sla import SlaPolicy, fired_keys, refresh
+from tickets.webhooks import WebhookPlanner
 
 Action = Callable[[Session, Ticket], list[Change]]
 
@@ -55,6 +56,7 @@ class Desk:
         clock: Callable[[], datetime] = utcnow,
         batch: int = BATCH,
         staff: StaffNotifier | None = None,
+        webhooks: WebhookPlanner | None = None,
     ) -> None:
         self.sessions = sessions
         self.policy = policy
@@ -64,6 +66,7 @@ class Desk:
         self.clock = clock
         self.batch = batch
         self.staff = staff  # agents' mail; None: agents are not notified
+        self.webhooks = webhooks  # webhook deliveries; None: no hook is configured
 
     # --- what follows every change -------------------------------------------------------
 
@@ -71,7 +74,8 @@ class Desk:
         self, session: Session, changes: list[Change], now: datetime | None = None
     ) -> list[Queued]:
         """Inside the change's transaction: SLA clocks first (the mail may show them),
-        then the outbox rows: the customers' mail, then the agents'."""
+        then the outbox rows: the customers' mail, then the agents', then the webhook
+        deliveries."""
         now = now or self.clock()
         for ticket_id in dict.fromkeys(c.ticket_id for c in changes):
             ticket = session.get(Ticket, ticket_id)
@@ -81,6 +85,8 @@ class Desk:
         queued = self.notifier.notify(session, changes, now)
         if self.staff is not None:
             queued += self.staff.notify(session, changes, now)
+        if self.webhooks is not None:
+            self.webhooks.plan(session, changes, now)
         return queued
 
     # --- the interfaces ------------------------------------------------------------------
@@ -117,6 +123,8 @@ class Desk:
                 self.routing,
                 now,
             )
+            if self.webhooks is not None:
+                self.webhooks.plan(session, found.changes, now)
             return found.checked, len(found.changes)
 
         return self._in_batches(one)

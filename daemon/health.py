@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tickets.errors import describe
 from tickets.models import Event, ImapMailboxState, RawMessage, RawState, Ticket, utcnow
 from tickets.queries import queue_figures
+from tickets.webhooks import SENT, counts_by_state
 
 log = logging.getLogger("buzon.health")
 
@@ -156,8 +157,26 @@ class StoreCollector(Collector):
         for state, count in figures["outbox"].items():
             outbox.add_metric([state], count)
         yield outbox
+        yield from self._webhooks(session)
         yield from self._events(session)
         yield from self._mailboxes(session, now)
+
+    def _webhooks(self, session: Session) -> Iterable[Metric]:
+        by_state = counts_by_state(session)
+        deliveries = GaugeMetricFamily(
+            "buzon_webhook_deliveries",
+            "Webhook deliveries by state (dead: gave up, waiting for `buzon webhooks retry`)",
+            labels=["state"],
+        )
+        for state, count in by_state.items():
+            deliveries.add_metric([state], count)
+        yield deliveries
+        # From the store, like the SLA events: any instance may have sent them.
+        yield CounterMetricFamily(
+            "buzon_webhooks_sent",
+            "Webhook deliveries a receiver accepted (2xx), all instances",
+            value=by_state[SENT],
+        )
 
     def _events(self, session: Session) -> Iterable[Metric]:
         # Every recipient the notifier left out; reason budget_recipient/budget_ticket are

@@ -52,6 +52,7 @@ from notifier.render import Renderer
 from notifier.sla_mail import StaffRouting
 from notifier.staff_mail import StaffDirectory, StaffNotifier
 from notifier.transports import MaildirTransport, SmtpTransport, Transport
+from notifier.webhooks import Receiver, WebhookPolicy, deliver_webhooks
 from parsers import Limits, SpamRules
 from tickets.actions import Catalogue
 from tickets.addresses import expire_bouncing
@@ -62,6 +63,7 @@ from tickets.policy import AgentMailPolicy, MailPolicy
 from tickets.priority import PriorityMatrix
 from tickets.routing import Actions, Rule, compile_words, urgent_rule
 from tickets.sla import SlaPolicy, Target
+from tickets.webhooks import EVENTS, Hook, WebhookPlanner
 
 if TYPE_CHECKING:
     from daemon.web.server import WebServer
@@ -166,7 +168,43 @@ class App:
             self.notifier,
             self.routing,
             staff=self.staff,
+            webhooks=self.webhook_planner,
         )
+
+    @cached_property
+    def webhook_planner(self) -> WebhookPlanner | None:
+        """Writes the webhook deliveries of each change; None when no hook is configured."""
+        hooks = self.settings.webhooks.hooks
+        for hook in hooks:
+            unknown = sorted(set(hook.events) - set(EVENTS))
+            if unknown:
+                raise ConfigError(
+                    f"webhooks.hooks {hook.name!r}: unknown event(s) {', '.join(unknown)}; "
+                    f"known: {', '.join(EVENTS)}"
+                )
+        names = [hook.name for hook in hooks]
+        if len(set(names)) != len(names):
+            raise ConfigError("webhooks.hooks: two hooks have the same name")
+        if not hooks:
+            return None
+        return WebhookPlanner([Hook(h.name, frozenset(h.events)) for h in hooks])
+
+    @cached_property
+    def webhook_policy(self) -> WebhookPolicy:
+        cfg = self.settings.webhooks
+        return WebhookPolicy(
+            instance=self.instance,
+            timeout=cfg.timeout,
+            max_attempts=cfg.max_attempts,
+            retry_base_seconds=cfg.retry_base_seconds,
+            retry_max_seconds=cfg.retry_max_seconds,
+        )
+
+    def deliver_webhooks(self, now: datetime) -> Counter[str]:
+        """One pass of webhook deliveries (the scheduler's job): sent / retry / dead /
+        skipped. Rows of a hook no longer configured go dead."""
+        receivers = {h.name: Receiver(h.url, h.secret) for h in self.settings.webhooks.hooks}
+        return deliver_webhooks(self.sessions, receivers, now, self.webhook_policy)
 
     @cached_property
     def catalogue(self) -> Catalogue:
@@ -319,6 +357,7 @@ class App:
         self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.settings.data_dir.chmod(0o700)  # also a data dir made by an older version
         upgrade(self.engine)
+        _ = self.webhook_planner  # a hook with an unknown event stops start-up
         try:
             self.notifier.renderer.check()
         except TemplateError as exc:
@@ -491,6 +530,10 @@ class App:
             "auto_close": (lambda now: self.desk.auto_close(now, sla.auto_close_after_days), every),
             "reminders": (lambda now: self.desk.remind(now, sla.reminder_after_days), every),
             "outbox": (lambda now: self.deliver(now, transport), sla.outbox_interval_seconds),
+            "webhooks": (
+                lambda now: sum(self.deliver_webhooks(now).values()),
+                self.settings.webhooks.interval_seconds,
+            ),
         }
         return Scheduler(jobs, self.sessions, clock)
 

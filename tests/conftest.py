@@ -31,6 +31,7 @@ pytest_plugins = [
     "tests.fixtures.smtp_listener",
     "tests.fixtures.postfix",
     "tests.fixtures.console_service",
+    "tests.fixtures.http_receiver",
 ]
 
 PG_URL = os.environ.get("BUZON_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

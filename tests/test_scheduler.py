@@ -246,7 +246,13 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(sapp: App) -> None:
     scheduler = sapp.scheduler(transport=broken)  # type: ignore[arg-type]
     now = utcnow()
     results = scheduler.run_all_once(now)
-    assert results == {"sla_scan": True, "auto_close": True, "reminders": True, "outbox": False}
+    assert results == {
+        "sla_scan": True,
+        "auto_close": True,
+        "reminders": True,
+        "outbox": False,
+        "webhooks": True,
+    }
     with sapp.sessions() as session:
         job = session.get(Job, "outbox")
         assert job is not None and job.last_ok_at is None
@@ -258,7 +264,7 @@ def test_a_failing_job_is_recorded_and_the_others_still_run(sapp: App) -> None:
 def test_jobs_are_registered_with_stable_ids(sapp: App) -> None:
     scheduler = sapp.scheduler().build()
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"sla_scan", "auto_close", "reminders", "outbox"}
+    assert set(jobs) == {"sla_scan", "auto_close", "reminders", "outbox", "webhooks"}
     assert all(job.max_instances == 1 and job.coalesce for job in jobs.values())
     assert jobs["outbox"].trigger.interval == timedelta(seconds=15)
 
@@ -279,6 +285,8 @@ def test_scheduler_once_as_a_command(tmp_path: Path) -> None:
         "reminders:",
         "ok",
         "outbox:",
+        "ok",
+        "webhooks:",
         "ok",
     ]
     # No relay configured: the acknowledgement went to the local Maildir.

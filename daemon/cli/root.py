@@ -6,7 +6,18 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from daemon.cli import addresses, admin, console, doctor, inbound, outbox, run, sla, tickets
+from daemon.cli import (
+    addresses,
+    admin,
+    console,
+    doctor,
+    inbound,
+    outbox,
+    run,
+    sla,
+    tickets,
+    webhooks,
+)
 from daemon.cli.common import CONFIG_PATH
 
 
@@ -31,6 +42,7 @@ for command in (
     inbound.inbound_group,
     tickets.tickets_group,
     outbox.outbox_group,
+    webhooks.webhooks_group,
     addresses.addresses_group,
     sla.sla_group,
     console.console_group,
