@@ -368,6 +368,8 @@ class App:
             agents=s.agent_names,
             language=s.default_language,
             base_url=(s.web.base_url or f"http://{s.web.listen}").rstrip("/"),
+            attachments_dir=s.attachments_dir,
+            expire_bouncing=self.expire_bouncing,
         )
 
     def web_server(self, bind: tuple[str, int] | None = None) -> WebServer:

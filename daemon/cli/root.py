@@ -6,7 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from daemon.cli import addresses, admin, doctor, inbound, outbox, run, sla, tickets
+from daemon.cli import addresses, admin, agents, doctor, inbound, outbox, run, sla, tickets
 from daemon.cli.common import CONFIG_PATH
 
 
@@ -33,6 +33,7 @@ for command in (
     outbox.outbox_group,
     addresses.addresses_group,
     sla.sla_group,
+    agents.agents_group,
     run.run,
     run.smtp,
     run.imap,

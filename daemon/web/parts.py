@@ -3,8 +3,10 @@ reads configuration files or builds parts itself)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -22,3 +24,5 @@ class WebParts:
     agents: Mapping[str, str]  # configured agent address -> display name
     language: str  # default language of the console ("es" or "en")
     base_url: str  # where agents open the console (sign-in links point here)
+    attachments_dir: Path  # the blob store: attachments agents send and download
+    expire_bouncing: Callable[[datetime], int]  # lifted before an answer is planned
