@@ -4,13 +4,16 @@ every change on the history under the token's agent."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
 import pytest
 from openapi_spec_validator import validate
+from sqlalchemy import select
 from starlette.routing import Route
 
 from daemon.config import load_settings
@@ -19,6 +22,10 @@ from daemon.wiring import App
 from tests.fixtures.api import AGENT, OTHER_AGENT, ApiService, api_service
 from tests.fixtures.service import send_mail, wait_for
 from tests.fixtures.smtp_sink import SmtpSink, running_sink
+from tests.helpers import make_app
+from tickets import tokens
+from tickets.errors import TicketError
+from tickets.models import ApiToken
 
 CUSTOMER = "cliente@clinica.example"
 
@@ -315,3 +322,47 @@ def test_on_postgresql(tmp_path: Path, pg_url: str, sink: SmtpSink) -> None:
         assert done.status_code == 200, done.text
         events = client.get(f"/tickets/{number}").json()["events"]
         assert events[-1]["actor"] == AGENT
+
+
+# --- tokens, in the domain ----------------------------------------------------------------------
+
+
+def test_a_token_is_kept_hashed_verified_touched_once_a_minute_and_revoked(
+    sqlite_app: App,
+) -> None:
+    now = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    with sqlite_app.sessions.begin() as session:
+        made = tokens.create(session, sqlite_app.catalogue, "Agente", "crm", now)
+    assert made.token.startswith(tokens.PREFIX) and made.agent == AGENT
+    with sqlite_app.sessions() as session:
+        stored = session.scalars(select(ApiToken)).one()
+        assert stored.token_hash == hashlib.sha256(made.token.encode()).hexdigest()
+
+    def verify(at: datetime, token: str = made.token) -> str | None:
+        with sqlite_app.sessions.begin() as session:
+            return tokens.verify(session, token, at)
+
+    def last_used() -> datetime | None:
+        with sqlite_app.sessions() as session:
+            return tokens.list_tokens(session)[0]["last_used_at"]
+
+    assert verify(now) == AGENT and last_used() == now
+    assert verify(now + timedelta(seconds=30)) == AGENT and last_used() == now
+    later = now + timedelta(seconds=61)
+    assert verify(later) == AGENT and last_used() == later
+    assert verify(now, made.token + "x") is None
+
+    with sqlite_app.sessions.begin() as session:
+        assert tokens.revoke(session, made.id, later) == AGENT
+    assert verify(later) is None
+    with pytest.raises(TicketError, match="already revoked"), sqlite_app.sessions.begin() as s:
+        tokens.revoke(s, made.id, later)
+    with pytest.raises(TicketError, match="unknown agent"), sqlite_app.sessions.begin() as s:
+        tokens.create(s, sqlite_app.catalogue, "nadie@fuera.example", "", now)
+
+
+def test_no_token_without_configured_agents(tmp_path: Path) -> None:
+    app = make_app(tmp_path, f"sqlite:///{tmp_path / 'b.db'}")
+    with pytest.raises(TicketError, match="no agents are configured"), app.sessions.begin() as s:
+        tokens.create(s, app.catalogue, "maria", "", datetime.now(UTC))
+    app.engine.dispose()

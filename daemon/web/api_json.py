@@ -9,6 +9,7 @@ Starlette's thread pool, never on the daemon's event loop, where SMTP sessions l
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -26,10 +29,15 @@ from daemon.web.auth import Unauthorized, authenticate
 from daemon.web.parts import WebParts
 from notifier.errors import OutboxError
 from tickets.actions import NewAttachment
-from tickets.errors import InvalidTransition, TicketError, TicketNotFound
+from tickets.errors import InvalidTransition, TicketError, TicketNotFound, describe
 from tickets.listing import parse_duration
 
 MAX_FILES = 20  # attachments in one reply
+# All of one reply's attachments: what common relays still take in one mail (and what
+# an agent's upload may hold in memory).
+MAX_UPLOAD_BYTES = 25 * 1024 * 1024
+
+log = logging.getLogger("buzon.web")
 
 
 class ApiError(Exception):
@@ -124,6 +132,10 @@ def route(parts: WebParts, endpoint: Endpoint, prefix: str) -> Route:
             return error(exc.status, str(exc))
         except (TicketError, OutboxError) as exc:
             return error(status_of(exc), str(exc))
+        except SQLAlchemyError as exc:  # one line, never the statement (it may hold mail)
+            log.warning("api %s %s: database unavailable (%s)", endpoint.method,
+                        endpoint.path, describe(exc))  # fmt: skip
+            return error(503, f"database unavailable: {describe(exc)}")
         if isinstance(result, Response):
             return result
         return ApiResponse(result, status_code=endpoint.status)
@@ -162,11 +174,19 @@ async def _json(request: Request) -> Any:
 
 async def _form(request: Request) -> tuple[dict[str, Any], list[NewAttachment]]:
     """Text fields as a dict, and every uploaded file (field `attachment`, repeatable)."""
-    form = await request.form(max_files=MAX_FILES)
+    try:
+        form = await request.form(max_files=MAX_FILES)
+    except HTTPException as exc:  # Starlette's refusal of a malformed or oversized part
+        raise ApiError(400, exc.detail) from None
     data: dict[str, Any] = {}
     files: list[NewAttachment] = []
+    total = 0
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
+            total += value.size or 0
+            if total > MAX_UPLOAD_BYTES:
+                await form.close()
+                raise ApiError(413, f"the attachments exceed {MAX_UPLOAD_BYTES // 2**20} MiB")
             content = await value.read()
             kind = value.content_type or "application/octet-stream"
             files.append(NewAttachment(value.filename or "attachment", kind, content))

@@ -319,7 +319,7 @@ ENDPOINTS = (
     _action("/escalate", escalate, "Escalate to the second level", EscalateBody),
     _action("/notes", add_note, "Add an internal note (never mailed)", NoteBody),
     Endpoint("POST", ONE + "/replies", reply, "Answer the customer by mail, with attachments",
-             T, body=ReplyBody, multipart=True, errors=REFUSED),
+             T, body=ReplyBody, multipart=True, errors=(*REFUSED, 413)),
     _action("/priority", set_priority, "Set impact and urgency", PriorityBody),
     _action("/category", set_category, "Put the ticket in a category", CategoryBody),
     _action("/cc", add_cc, "CC a colleague from now on", AddressBody),

@@ -21,7 +21,9 @@ _REASONS = {
     401: "No API token, or an unknown or revoked one",
     404: "Not found",
     409: "The ticket's state forbids it",
+    413: "The attachments are too large",
     422: "Refused: an unknown name, or a value the desk does not take",
+    503: "The database is unavailable; try again",
 }
 
 
@@ -103,5 +105,5 @@ def _errors(statuses: tuple[int, ...]) -> dict[str, Any]:
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     return {
         str(code): {"description": _REASONS[code], "content": error}
-        for code in sorted({401, *statuses})
+        for code in sorted({401, 503, *statuses})
     }
