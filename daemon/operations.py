@@ -20,10 +20,10 @@ from notifier import outbox
 from notifier.mail import Queued
 from tickets import actions, queries
 from tickets.blobstore import BlobStore
-from tickets.errors import TicketError, describe
+from tickets.errors import TicketError, TicketNotFound, describe
 from tickets.inbox import release_spam, reset_for_reprocess
 from tickets.ingest import Outcome
-from tickets.models import RawState, utcnow
+from tickets.models import RawMessage, RawState, utcnow
 
 log = logging.getLogger("buzon.operations")
 
@@ -78,6 +78,8 @@ def reprocess(sessions: sessionmaker[Session], desk: Desk, raw_id: int | None) -
     """Process message `raw_id` again, or (None) every failed and quarantined one: how
     many ended in each state."""
     with sessions() as session:
+        if raw_id is not None and session.get(RawMessage, raw_id) is None:
+            raise TicketNotFound(f"no raw message {raw_id}")
         ids = [raw_id] if raw_id is not None else queries.failed_raw_ids(session)
     reset_for_reprocess(sessions, ids)
     return Counter(process(desk, one) for one in ids)

@@ -231,6 +231,8 @@ def test_refusals_carry_the_clis_messages(service: ApiService, api: httpx.Client
     assert api.post(f"/tickets/{number}/status", json={"status": "new"}).status_code == 409
 
     assert api.post(f"/tickets/{number}/notes", content=b"{").status_code == 400
+    empty = api.post(f"/tickets/{number}/status", json={})
+    assert empty.status_code == 400 and empty.json()["error"] == "status: Field required"
     extra = api.post(f"/tickets/{number}/notes", json={"text": "x", "txet": "y"})
     assert extra.status_code == 400 and "txet" in extra.json()["error"]
     assert api.get("/tickets", params={"limit": "mucho"}).status_code == 400
@@ -273,6 +275,8 @@ def test_inbound_and_outbox(service: ApiService, api: httpx.Client, relay: SmtpS
     refused = api.post("/inbound/release", json={"raw_ids": [inbound[0]["id"]]})
     assert refused.status_code == 422 and "not kept as spam" in refused.json()["error"]
     assert api.get("/inbound", params={"state": "perdido"}).status_code == 422
+    unknown = api.post("/inbound/reprocess", json={"raw_id": 999999})
+    assert unknown.status_code == 404 and unknown.json() == {"error": "no raw message 999999"}
 
     wait_for(lambda: api.get("/outbox", params={"state": "sent"}).json()["mails"], 20, "a mail")
     sent = api.get("/outbox", params={"state": "sent"}).json()["mails"]

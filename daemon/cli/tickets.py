@@ -57,6 +57,7 @@ def tickets_group() -> None:
 @click.option("--breached", is_flag=True, help="Only tickets past an SLA due time.")
 @click.option("--due-within", type=DURATION, help="Only tickets due within e.g. 2h, 30m, 1d.")
 @click.option("--limit", default=100, show_default=True)
+@click.option("--offset", default=0, show_default=True, help="Tickets to skip (paging).")
 @click.option("--json", "as_json", is_flag=True)
 @with_app
 def tickets_list(
@@ -72,6 +73,7 @@ def tickets_list(
     breached: bool,
     due_within: timedelta | None,
     limit: int,
+    offset: int,
     as_json: bool,
 ) -> None:
     """Tickets, newest first (by due time with --breached / --due-within)."""
@@ -79,7 +81,9 @@ def tickets_list(
         status, level, requester, team, assignee, category, tag, words, breached, due_within
     )
     with app.sessions() as session:
-        rows = listing.list_tickets(session, app.catalogue, filters, utcnow(), limit=limit)
+        rows = listing.list_tickets(
+            session, app.catalogue, filters, utcnow(), limit=limit, offset=offset
+        )
 
     emit_rows(rows, as_json, _ticket_line, "no tickets")
 

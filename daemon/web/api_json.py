@@ -136,6 +136,8 @@ def route(parts: WebParts, endpoint: Endpoint, prefix: str) -> Route:
             log.warning("api %s %s: database unavailable (%s)", endpoint.method,
                         endpoint.path, describe(exc))  # fmt: skip
             return error(503, f"database unavailable: {describe(exc)}")
+        if endpoint.method != "GET":  # who changed what, never with what text
+            log.info("api %s %s by %s", endpoint.method, request.url.path, agent)
         if isinstance(result, Response):
             return result
         return ApiResponse(result, status_code=endpoint.status)
