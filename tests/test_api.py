@@ -55,9 +55,11 @@ def api(service: ApiService, token: str) -> Iterator[httpx.Client]:
         yield client
 
 
-def mailed_ticket(service: ApiService, api: httpx.Client, subject: str) -> int:
+def mailed_ticket(
+    service: ApiService, api: httpx.Client, subject: str, sender: str = CUSTOMER
+) -> int:
     """Mail `subject` to the listener; the number of the ticket it became."""
-    send_mail(service.smtp_port, subject, CUSTOMER)
+    send_mail(service.smtp_port, subject, sender)
     found: list[int] = []
 
     def listed() -> bool:
@@ -142,6 +144,25 @@ def test_an_attachment_downloads_as_a_file_never_inline(
     assert got.headers["x-content-type-options"] == "nosniff"
     assert "sandbox" in got.headers["content-security-policy"]
     assert api.get(f"/tickets/{number}/attachments/999999").status_code == 404
+
+
+def test_an_answer_that_reaches_nobody_is_recorded_with_a_warning(
+    service: ApiService, api: httpx.Client, relay: SmtpSink
+) -> None:
+    bouncing = "rebota@clinica.example"
+    relay.refuse[bouncing] = "550 5.1.1 no such user"
+    number = mailed_ticket(service, api, "Buzón lleno tomate", bouncing)
+
+    def marked() -> bool:  # the acknowledgement bounced at the relay
+        failed = api.get("/outbox", params={"state": "failed"}).json()["mails"]
+        return any(m["ticket"] == number for m in failed)
+
+    wait_for(marked, 20, "the acknowledgement to fail for good")
+    answered = api.post(f"/tickets/{number}/replies", json={"text": "¿Nos oye?"})
+    assert answered.status_code == 200, answered.text
+    warning = answered.json()["warning"]
+    assert "mailed to nobody" in warning and f"{bouncing} (bouncing)" in warning
+    assert api.get(f"/tickets/{number}").json()["articles"][-1]["new_text"] == "¿Nos oye?"
 
 
 def note_file(api: httpx.Client, number: int) -> dict[str, object]:
@@ -236,6 +257,11 @@ def test_refusals_carry_the_clis_messages(service: ApiService, api: httpx.Client
     extra = api.post(f"/tickets/{number}/notes", json={"text": "x", "txet": "y"})
     assert extra.status_code == 400 and "txet" in extra.json()["error"]
     assert api.get("/tickets", params={"limit": "mucho"}).status_code == 400
+    window = api.get("/tickets", params={"due_within": "mucho"})
+    assert window.status_code == 400 and window.json()["error"].startswith("due_within: ")
+    due = api.get("/tickets", params={"due_within": "30d", "status": "abiertos"})
+    assert due.status_code == 200 and due.json()["tickets"]  # open tickets have SLA clocks
+    assert api.get("/tickets", params={"breached": "true"}).json()["tickets"] == []
 
 
 def test_tokens_are_checked_and_revocable(service: ApiService) -> None:
