@@ -330,6 +330,8 @@ def test_the_openapi_document_is_valid_and_matches_the_routes(
         spec = anonymous.get("/openapi.json").json()
     validate(spec)
     documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    names = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]
+    assert len(names) == len(set(names))
 
     settings = load_settings(None, data_dir=tmp_path, database_url="sqlite://")
     mounted = set()

@@ -57,7 +57,7 @@ def document(endpoints: Iterable[Endpoint], prefix: str, version: str) -> dict[s
 def _operation(e: Endpoint) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": e.summary,
-        "operationId": e.handler.__name__ + ("_" + e.tag if e.tag != "tickets" else ""),
+        "operationId": e.handler.__name__,
         "tags": [e.tag],
         "parameters": [*_path_params(e.path), *(_query(p) for p in e.params)],
         "responses": {str(e.status): _success(e), **_errors(e.errors)},
