@@ -118,6 +118,8 @@ def test_a_mailed_ticket_is_listed_shown_and_answered_with_an_attachment(
     wait_for(attached, 20, "the answer with its attachment at the relay")
     assert attached()[0].get_content() == b"%PDF-1.4 pasos"
 
+    found = api.get("/tickets/search", params={"q": "zanahorias"}).json()["tickets"]
+    assert [t["number"] for t in found] == [number]  # any inflection
     history = api.get(f"/tickets/{number}").json()
     replied = [e for e in history["events"] if e["kind"] in ("replied", "status")]
     assert replied and all(e["actor"] == AGENT for e in replied)

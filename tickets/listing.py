@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tickets import queries
+from tickets import queries, search
 from tickets.actions import Catalogue
 from tickets.lifecycle import statuses_named
 
@@ -76,3 +76,12 @@ def list_tickets(
         limit=limit,
         offset=offset,
     )
+
+
+def search_tickets(session: Session, words: str, limit: int = 20) -> list[dict[str, Any]]:
+    """Tickets whose subject or mails contain `words` (any inflection, any accents),
+    best match first."""
+    numbers = search.search(session, words, limit)
+    found = queries.list_tickets(session, numbers=numbers, limit=limit)
+    by_number = {t["number"]: t for t in found}
+    return [by_number[n] for n in numbers if n in by_number]

@@ -29,7 +29,7 @@ from daemon.cli.common import (
 )
 from daemon.wiring import App
 from notifier.mail import Queued
-from tickets import actions, listing, queries, search, shaping
+from tickets import actions, listing, queries, shaping
 from tickets.blobstore import BlobStore
 from tickets.lifecycle import Status, status_named
 from tickets.listing import TicketFilters
@@ -104,11 +104,7 @@ def tickets_search(app: App, words: str, limit: int, as_json: bool) -> None:
     """Tickets whose subject or mails contain WORDS (any inflection, any accents), best
     match first."""
     with app.sessions() as session:
-        numbers = search.search(session, words, limit)
-        by_number = {
-            t["number"]: t for t in queries.list_tickets(session, numbers=numbers, limit=limit)
-        }
-    rows = [by_number[n] for n in numbers if n in by_number]
+        rows = listing.search_tickets(session, words, limit)
     emit_rows(rows, as_json, _ticket_line, "no tickets")
 
 

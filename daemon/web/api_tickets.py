@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from daemon import operations
 from daemon.desk import Acted, Action
-from daemon.web.api_json import Call, Endpoint, Handler, Param
+from daemon.web.api_json import ApiError, Call, Endpoint, Handler, Param
 from daemon.web.parts import WebParts
 from tickets import actions, listing, queries, shaping
 from tickets.blobstore import BlobStore
@@ -60,6 +60,21 @@ def list_tickets(call: Call) -> dict[str, Any]:
     # A full page may have a next one; a short page is the last.
     following = offset + limit if len(rows) == limit else None
     return {"tickets": rows, "limit": limit, "offset": offset, "next_offset": following}
+
+
+SEARCH_PARAMS = (
+    Param("q", "string", "The words (any inflection, any accents)"),
+    Param("limit", "integer", "How many, best first", default=20, minimum=1, maximum=1000),
+)
+
+
+def search_tickets(call: Call) -> dict[str, Any]:
+    words = (call.params["q"] or "").strip()
+    if not words:
+        raise ApiError(400, "q: give the words to search for")
+    with call.parts.sessions() as session:
+        rows = listing.search_tickets(session, words, call.params["limit"])
+    return {"tickets": rows}
 
 
 def show_ticket(call: Call) -> dict[str, Any]:
@@ -311,6 +326,8 @@ ENDPOINTS = (
              errors=(400, 422)),
     Endpoint("POST", "/tickets", create, "Open a ticket for a phone call, chat or visit", T,
              body=CreateBody, status=201, errors=(400, 422)),
+    Endpoint("GET", "/tickets/search", search_tickets, "Full-text search, best match first", T,
+             SEARCH_PARAMS, errors=(400,)),
     Endpoint("GET", ONE, show_ticket, "One ticket: thread, people, history, SLA, similar", T),
     Endpoint("GET", ONE + "/attachments/{attachment_id:int}", download_attachment,
              "Download an attachment", T, produces="application/octet-stream"),
