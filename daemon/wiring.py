@@ -407,9 +407,10 @@ class App:
             agents=s.agent_names,
             language=s.default_language,
             base_url=(s.web.base_url or f"http://{s.web.listen}").rstrip("/"),
+            attachments_dir=s.attachments_dir,
+            expire_bouncing=self.expire_bouncing,
             renderer=self.notifier.renderer,
             sender=self.notifier.settings.sender,
-            attachments_dir=s.attachments_dir,
             timezone=s.sla.timezone,
         )
 

@@ -22,31 +22,18 @@ from daemon.cli import main
 from daemon.config import ImapMailbox, Settings, SlaTargetConfig, load_settings
 from daemon.logs import JsonFormatter, configure
 from tests.fixtures.dovecot import Dovecot
-from tests.fixtures.service import Forwarder, http_get, samples, send_mail, wait_for, write_config
+from tests.fixtures.service import (
+    Forwarder,
+    buzon_run,
+    http_get,
+    samples,
+    send_mail,
+    wait_for,
+    write_config,
+)
 from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@contextmanager
-def buzon_run(config: Path, http_port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`buzon run` in its own process, ready (or failed) before the body runs."""
-    cmd = [sys.executable, "-m", "daemon", "run", "--config", str(config)]
-    cmd += ["--http", f"127.0.0.1:{http_port}"]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=out)
-    try:
-        wait_for(
-            lambda: proc.poll() is not None or http_get(http_port, "/readyz")[0] == 200,
-            30,
-            "buzon run to be ready",
-        )
-        assert proc.poll() is None, log.read_text()
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(30)
 
 
 def test_metrics_move_when_mail_arrives(tmp_path: Path) -> None:

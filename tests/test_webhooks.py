@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, select, text
 from starlette.applications import Starlette
 
 from daemon.config import ConfigError
-from daemon.web.api_webhooks import webhook_routes
+from daemon.web.app import build
 from daemon.web.server import WebServer
 from daemon.wiring import App
 from notifier.webhooks import Receiver as Target
@@ -33,7 +33,7 @@ from tests.fixtures.http_receiver import Receiver
 from tests.fixtures.service import http_get, send_mail, wait_for, write_config
 from tests.helpers import AGENT, ANA, act, buzon, free_port, ingest, make_app, new_ticket
 from tests.mailbuilder import mail, message_id
-from tickets import actions
+from tickets import actions, tokens
 from tickets.errors import TicketError
 from tickets.inbox import accept
 from tickets.models import WebhookDelivery, utcnow
@@ -341,19 +341,22 @@ def test_the_api_lists_dead_deliveries_and_retries_one(tmp_path: Path, receiver:
     receiver.answers = [500]
     new_ticket(app)
     app.deliver_webhooks(utcnow())
-    web = Starlette(routes=webhook_routes())
-    web.state.parts = app.web_parts
-    with serving(web) as client:
-        listed = client.get("/api/v1/webhooks/deliveries", params={"state": "dead"})
+    with app.sessions.begin() as session:
+        token = tokens.create(session, app.catalogue, AGENT, "tests", utcnow()).token
+    with serving(build(app.web_parts)) as client:
+        path = "/api/v1/webhooks/deliveries"
+        assert client.get(path, params={"state": "dead"}).status_code == 401  # no token
+        client.headers["Authorization"] = f"Bearer {token}"
+        listed = client.get(path, params={"state": "dead"})
         assert listed.status_code == 200
         [dead] = listed.json()["deliveries"]
         assert dead["last_error"] == "HTTP 500 Internal Server Error"
-        assert client.get("/api/v1/webhooks/deliveries?state=lost").status_code == 400
-        retried = client.post(f"/api/v1/webhooks/deliveries/{dead['id']}/retry")
+        assert client.get(f"{path}?state=lost").status_code == 400
+        retried = client.post(f"{path}/{dead['id']}/retry")
         assert retried.status_code == 200 and retried.json()["state"] == "pending"
-        assert client.post("/api/v1/webhooks/deliveries/999/retry").status_code == 404
+        assert client.post(f"{path}/999/retry").status_code == 404
         app.deliver_webhooks(utcnow())
-        sent = client.post(f"/api/v1/webhooks/deliveries/{dead['id']}/retry")
+        sent = client.post(f"{path}/{dead['id']}/retry")
         assert sent.status_code == 409
     app.engine.dispose()
 

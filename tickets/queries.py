@@ -4,6 +4,7 @@ dicts and figures, ready to print or dump, computed here once."""
 from __future__ import annotations
 
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 from sqlalchemy import func, select
@@ -61,11 +62,12 @@ def list_tickets(
     words: str | None = None,
     numbers: list[int] | None = None,
     limit: int = 100,
+    offset: int = 0,
 ) -> list[dict[str, Any]]:
     """Tickets, newest first; `due_before` keeps those with an SLA due time before it
     (now for breached tickets, now + a window for those due soon); `status` takes the
     names people type ("resuelto", "abiertos"); `words` searches the tickets' text."""
-    query = select(Ticket).order_by(Ticket.id.desc()).limit(limit)
+    query = select(Ticket).order_by(Ticket.id.desc()).limit(limit).offset(offset)
     if words is not None:
         numbers = search.search(session, words, limit=1000)
     if numbers is not None:
@@ -82,7 +84,7 @@ def list_tickets(
                 | (Ticket.resolution_due_at <= due_before)
             )
             .order_by(None)
-            .order_by(Ticket.resolution_due_at)
+            .order_by(Ticket.resolution_due_at, Ticket.id)  # ties: a stable page order
         )
     if status:
         query = query.where(Ticket.status.in_([s.value for s in statuses_named(status)]))
@@ -94,8 +96,9 @@ def list_tickets(
         return [ticket_summary(t) for t in session.scalars(query)]
     # Tags are a short JSON list on both databases: matched here, then the limit.
     wanted = tag.strip().lower()
-    tagged = (t for t in session.scalars(query.limit(None)) if wanted in map(str.lower, t.tags))
-    return [ticket_summary(t) for t, _ in zip(tagged, range(limit), strict=False)]
+    rows = session.scalars(query.limit(None).offset(None))
+    tagged = (t for t in rows if wanted in map(str.lower, t.tags))
+    return [ticket_summary(t) for t in islice(tagged, offset, offset + limit)]
 
 
 def ticket_detail(session: Session, number: int, now: datetime | None = None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from daemon.config import ConfigError, load_settings
 from daemon.logs import configure as configure_logging
 from daemon.wiring import App
 from tickets.errors import TicketError, describe
+from tickets.listing import parse_duration
 
 EX_DATAERR = 65
 EX_UNAVAILABLE = 69  # an agent's reply was recorded but reaches nobody
@@ -128,18 +129,14 @@ class Duration(click.ParamType):  # type: ignore[type-arg]
     """'90m', '2h', '1d' or plain seconds."""
 
     name = "duration"
-    _units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
     def convert(self, value: Any, param: Any, ctx: Any) -> timedelta:
         if isinstance(value, timedelta):
             return value
-        text = str(value).strip().lower()
-        unit = self._units.get(text[-1:], None)
         try:
-            amount = float(text[:-1] if unit else text)
-        except ValueError:
-            self.fail(f"{value!r} is not a duration like 30m, 2h or 1d", param, ctx)
-        return timedelta(seconds=amount * (unit or 1))
+            return parse_duration(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 DURATION = Duration()

@@ -11,11 +11,12 @@ from typing import Any
 
 import click
 
-from daemon.cli.common import EX_DATAERR, EX_TEMPFAIL, emit_rows, fail, with_app
+from daemon import operations
+from daemon.cli.common import EX_TEMPFAIL, emit_rows, fail, with_app
 from daemon.wiring import App
 from tickets import queries
 from tickets.errors import describe
-from tickets.inbox import StoreUnavailable, accept, release_spam, reset_for_reprocess
+from tickets.inbox import StoreUnavailable, accept
 from tickets.models import RawState
 
 
@@ -74,19 +75,9 @@ def _backfill(app: App, box: mailbox.Mailbox[Any], notify: bool) -> None:
                 raw_id = accept(app.sessions, raw, "backfill", envelope)
             except StoreUnavailable as exc:
                 fail(f"could not store message {key}: {exc}", EX_TEMPFAIL)
-            states[_process(app, raw_id)] += 1
+            states[operations.process(app.desk, raw_id)] += 1
     summary = ", ".join(f"{count} {state}" for state, count in sorted(states.items()))
     click.echo(f"{len(keys)} messages: {summary or 'nothing to do'}")
-
-
-def _process(app: App, raw_id: int) -> str:
-    """The state a stored message ended in; `deferred` when the store could not say
-    (the row stays in the queue for the worker)."""
-    try:
-        return app.desk.ingest(raw_id).state
-    except Exception as exc:  # noqa: BLE001 - one line, never the mail
-        click.echo(f"raw message {raw_id}: processing deferred ({describe(exc)})", err=True)
-        return "deferred"
 
 
 @click.group("inbound")
@@ -125,14 +116,9 @@ def inbound_reprocess(app: App, raw_id: int | None, failed: bool) -> None:
     """Process a stored message again (after a fix, or once the cause is gone)."""
     if raw_id is None and not failed:
         raise click.UsageError("give a RAW_ID or --failed")
-    with app.sessions() as session:
-        ids = [raw_id] if raw_id is not None else queries.failed_raw_ids(session)
-    reset_for_reprocess(app.sessions, ids)
-    states: Counter[str] = Counter()
-    for one in ids:
-        states[_process(app, one)] += 1
+    states = operations.reprocess(app.sessions, app.desk, raw_id)
     click.echo(
-        f"{len(ids)} reprocessed: "
+        f"{states.total()} reprocessed: "
         + (", ".join(f"{n} {s}" for s, n in sorted(states.items())) or "none")
     )
 
@@ -143,13 +129,6 @@ def inbound_reprocess(app: App, raw_id: int | None, failed: bool) -> None:
 def inbound_release(app: App, raw_ids: tuple[int, ...]) -> None:
     """Not spam after all: turn the stored message(s) into tickets as if no filter had
     flagged them."""
-    with app.sessions() as session:
-        spam = queries.raw_ids_in_state(session, list(raw_ids), RawState.SPAM)
-    if set(spam) != set(raw_ids):
-        others = ", ".join(str(i) for i in raw_ids if i not in spam)
-        fail(f"not kept as spam: {others} (see `buzon inbound list --state spam`)", EX_DATAERR)
-    release_spam(app.sessions, spam)
-    for raw_id in spam:
-        outcome = app.desk.ingest(raw_id)
+    for raw_id, outcome in operations.release(app.sessions, app.desk, raw_ids):
         ticket = f" ticket #{outcome.ticket_id}" if outcome.ticket_id else ""
         click.echo(f"raw message {raw_id}: {outcome.state}{ticket}")

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from daemon import operations
 from daemon.cli.common import EX_DATAERR, emit_rows, fail, with_app
 from daemon.wiring import App
 from notifier import outbox
@@ -55,8 +56,7 @@ def _outbox_line(r: dict[str, Any]) -> str:
 def outbox_retry(app: App, outbox_id: int) -> None:
     """Put a failed mail back in line; the next delivery pass sends it."""
     try:
-        with app.sessions.begin() as session:
-            outbox.retry(session, outbox_id, utcnow())
+        operations.retry_outbox(app.sessions, outbox_id, utcnow())
     except OutboxError as exc:
         fail(str(exc), EX_DATAERR)
     click.echo(f"outbox {outbox_id}: pending again")

@@ -9,6 +9,7 @@ import click
 from daemon.cli import (
     addresses,
     admin,
+    agents,
     console,
     doctor,
     inbound,
@@ -46,6 +47,7 @@ for command in (
     addresses.addresses_group,
     sla.sla_group,
     console.console_group,
+    agents.agents_group,
     run.run,
     run.smtp,
     run.imap,

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
+from daemon import operations
 from daemon.cli.common import (
     DURATION,
     EX_DATAERR,
@@ -28,9 +29,10 @@ from daemon.cli.common import (
 )
 from daemon.wiring import App
 from notifier.mail import Queued
-from tickets import actions, queries, search, shaping
+from tickets import actions, listing, queries, shaping
 from tickets.blobstore import BlobStore
 from tickets.lifecycle import Status, status_named
+from tickets.listing import TicketFilters
 from tickets.models import Ticket, utcnow
 
 STATUSES = [s.value for s in Status]
@@ -55,6 +57,7 @@ def tickets_group() -> None:
 @click.option("--breached", is_flag=True, help="Only tickets past an SLA due time.")
 @click.option("--due-within", type=DURATION, help="Only tickets due within e.g. 2h, 30m, 1d.")
 @click.option("--limit", default=100, show_default=True)
+@click.option("--offset", default=0, show_default=True, help="Tickets to skip (paging).")
 @click.option("--json", "as_json", is_flag=True)
 @with_app
 def tickets_list(
@@ -70,29 +73,16 @@ def tickets_list(
     breached: bool,
     due_within: timedelta | None,
     limit: int,
+    offset: int,
     as_json: bool,
 ) -> None:
     """Tickets, newest first (by due time with --breached / --due-within)."""
-    due_before = None
-    if breached or due_within is not None:
-        due_before = utcnow() + (due_within or timedelta(0))
-    if category is not None:
-        category = app.catalogue.category(category)  # refuses an unknown one, listing all
-    if team is not None and app.catalogue.teams:
-        team = app.catalogue.team(team)
+    filters = TicketFilters(
+        status, level, requester, team, assignee, category, tag, words, breached, due_within
+    )
     with app.sessions() as session:
-        rows = queries.list_tickets(
-            session,
-            status=status,
-            level=level,
-            requester=requester,
-            due_before=due_before,
-            team=team,
-            assignee=assignee,
-            category=category,
-            tag=tag,
-            words=words,
-            limit=limit,
+        rows = listing.list_tickets(
+            session, app.catalogue, filters, utcnow(), limit=limit, offset=offset
         )
 
     emit_rows(rows, as_json, _ticket_line, "no tickets")
@@ -114,11 +104,7 @@ def tickets_search(app: App, words: str, limit: int, as_json: bool) -> None:
     """Tickets whose subject or mails contain WORDS (any inflection, any accents), best
     match first."""
     with app.sessions() as session:
-        numbers = search.search(session, words, limit)
-        by_number = {
-            t["number"]: t for t in queries.list_tickets(session, numbers=numbers, limit=limit)
-        }
-    rows = [by_number[n] for n in numbers if n in by_number]
+        rows = listing.search_tickets(session, words, limit)
     emit_rows(rows, as_json, _ticket_line, "no tickets")
 
 
@@ -339,32 +325,13 @@ def tickets_reply(
         for p in attach
     ]
     blobs = BlobStore(app.settings.attachments_dir)
-    app.expire_bouncing(utcnow())  # an expired mark must not hold this answer back
-    done = app.desk.act(
-        number,
-        lambda s, t: actions.reply(
-            s, t, actor, body, attachments=files, blobs=blobs, status=status
-        ),
+    done = operations.reply(
+        app.desk, blobs, app.expire_bouncing, number, actor, body, files, status
     )
     _report(number, "reply recorded", done.queued)
-    _fail_if_unsent(number, done.queued)
-
-
-def _fail_if_unsent(number: int, queued: list[Queued]) -> None:
-    """An answer that reaches nobody is an error the agent must see, not a detail in
-    parentheses: one line naming who was skipped and why, and a non-zero exit."""
-    if any(q.outbox_id is not None and q.recipients for q in queued):
-        return
-    skipped = [f"{e} ({r})" for q in queued for e, r in q.refused]
-    hint = ""
-    if any(r == "bouncing" for q in queued for _, r in q.refused):
-        hint = "; once the address works again: buzon addresses clear ADDRESS, then reply again"
-    fail(
-        f"ticket #{number}: the reply is on the ticket but was mailed to nobody: "
-        + (", ".join(skipped) or "no recipient")
-        + hint,
-        EX_UNAVAILABLE,
-    )
+    unsent = operations.unsent(number, done.queued)
+    if unsent is not None:
+        fail(unsent, EX_UNAVAILABLE)
 
 
 @tickets_group.command("priority")

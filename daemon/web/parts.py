@@ -3,8 +3,9 @@ reads configuration files or builds parts itself)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,8 +26,9 @@ class WebParts:
     agents: Mapping[str, str]  # configured agent address -> display name
     language: str  # default language of the console ("es" or "en")
     base_url: str  # where agents open the console (sign-in links point here)
-    # The console's own needs: its sign-in mail, reply attachments, times as agents read them.
+    attachments_dir: Path  # the blob store: attachments agents send and download
+    expire_bouncing: Callable[[datetime], int]  # lifted before an answer is planned
+    # The console's own needs: its sign-in mail, times as agents read them.
     renderer: Renderer
     sender: Mailbox  # who the sign-in mail is from
-    attachments_dir: Path
     timezone: str
