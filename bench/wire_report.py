@@ -98,6 +98,7 @@ def _measurements(records: list[Record]) -> list[str]:
         ),
         ("smtp", "deployed", "`buzon smtp` as deployed: all processed, msg/s", rate),
         ("desk", "desk_sqlite", "desk, ms per mail (all)", lambda r: r["all"]["wall_ms"]),
+        ("desk", "desk_sqlite", "desk, CPU ms per mail (all)", lambda r: r["all"]["cpu_ms"]),
         ("desk", "desk_sqlite", "desk, ms per new-ticket mail", lambda r: r["new"]["wall_ms"]),
         ("desk", "desk_sqlite", "desk, ms per reply", lambda r: r["reply"]["wall_ms"]),
         (

@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import wire_imap, wire_smtp  # noqa: E402
 from bench.wire_common import BUZON_ENV, PG_ADMIN_URL, loadavg, machine, pg_database  # noqa: E402
+from bench.wire_report import report  # noqa: E402
 
 Record = dict[str, Any]
 PARTS = ("imap", "smtp", "desk", "memory")
@@ -68,6 +69,7 @@ def options() -> argparse.Namespace:
     parser.add_argument("--extra-toml", help="TOML appended to every buzón config")
     parser.add_argument("--markdown", help="write the summary table here")
     parser.add_argument("--records", help="write every measurement here (JSON lines)")
+    parser.add_argument("--summarize", help="only print the table of a --records file")
     args = parser.parse_args()
     args.work = Path(args.work).resolve()
     args.anchors = Path(args.anchors).resolve()
@@ -224,11 +226,13 @@ class Bench:
 
 def main() -> None:
     args = options()
+    if args.summarize:  # e.g. the repetitions that finished before an interrupted run
+        records = [json.loads(line) for line in Path(args.summarize).read_text().splitlines()]
+        print(report(records, f"from {args.summarize}"))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     os.chdir(ROOT)  # `python -m daemon` runs the code of this checkout
     os.environ.update(BUZON_ENV)
-    from bench.wire_report import report
-
     bench = Bench(args)
     bench.prepare()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
