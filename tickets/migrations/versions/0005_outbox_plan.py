@@ -71,7 +71,8 @@ def _rebuild_on_sqlite(planned: bool) -> None:
     op.execute(f"CREATE TEMP TABLE outbox_0005 AS SELECT {names} FROM outbox")
     op.drop_table("outbox")
     op.create_table("outbox", *columns, *keys, *unique)
-    for index in indexes:
-        op.create_index(index["name"], "outbox", index["column_names"], unique=index["unique"])
+    for index in indexes:  # plain column indexes (an expression would have a None name)
+        names_of = [c for c in index["column_names"] if c is not None]
+        op.create_index(index["name"], "outbox", names_of, unique=index["unique"])
     op.execute(f"INSERT INTO outbox ({names}) SELECT {names} FROM outbox_0005")
     op.execute("DROP TABLE outbox_0005")
