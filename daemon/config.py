@@ -519,10 +519,12 @@ class SlaConfig(_Section):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, value: str) -> str:
-        import pytz
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-        if value not in pytz.all_timezones_set:
-            raise ValueError(f"unknown time zone {value!r}")
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
     @field_validator("holidays_country")

@@ -47,6 +47,7 @@ from daemon.web.parts import WebParts
 from notifier.compose import Mailbox
 from notifier.delivery import DeliveryPolicy, deliver_due
 from notifier.notify import Notifier, NotifySettings
+from notifier.planned import Materializer
 from notifier.recipients import Budget
 from notifier.render import Renderer
 from notifier.sla_mail import StaffRouting
@@ -242,6 +243,7 @@ class App:
             max_attempts=out.max_attempts,
             retry_base_seconds=out.retry_base_seconds,
             retry_max_seconds=out.retry_max_seconds,
+            materializer=Materializer(self.notifier.renderer, self.settings.attachments_dir),
         )
 
     @cached_property

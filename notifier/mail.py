@@ -1,5 +1,6 @@
 """One outbound mail about a ticket, customer or staff alike: its subject and
-Message-ID, the outbox row and the history event, inside a savepoint.
+Message-ID, the outbox row (with the mail's plan: `notifier.planned`) and the history
+event, inside a savepoint.
 
 Both pipelines (`notify` for customers, `sla_mail` for staff) decide who hears what and
 render it; the steps every mail shares live here once.
@@ -12,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
-from email.message import EmailMessage
 from email.parser import BytesHeaderParser
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -105,7 +106,7 @@ def _thread_root(session: Session, ticket: Ticket, secret: bytes) -> tuple[bytes
 def queue_mail(
     session: Session,
     ticket: Ticket,
-    message: EmailMessage,
+    plan: dict[str, Any],
     *,
     kind: str,
     message_id: str,
@@ -117,10 +118,11 @@ def queue_mail(
     refused: tuple[tuple[str, str], ...] = (),
     internal: bool = False,
 ) -> Queued:
-    """Write the outbox row and the "notified" event that says so on the ticket."""
+    """Write the outbox row with the mail's `plan` and the "notified" event that says so
+    on the ticket."""
     row = enqueue(
         session,
-        message,
+        plan=plan,
         message_id=message_id,
         kind=kind,
         mail_from=mail_from,

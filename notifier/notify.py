@@ -19,12 +19,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from notifier.compose import AUTO_GENERATED, AUTO_REPLIED, Draft, Mailbox, Part, compose
+from notifier.compose import AUTO_GENERATED, AUTO_REPLIED, Draft, Mailbox
 from notifier.mail import ACTOR, Queued, identify, queue_mail, safely
+from notifier.planned import plan_mail
 from notifier.recipients import Budget, Recipient, Selection, select_recipients
 from notifier.render import Renderer
 from parsers.thread_keys import plus_address, subject_tag
-from tickets.blobstore import BlobStore
 from tickets.changes import (
     AgentReplied,
     Assigned,
@@ -209,8 +209,13 @@ class Notifier:
             return Queued(ticket.id, plan.kind, None, (), refused)
 
         reply = session.get(Article, plan.article_id) if plan.kind == "reply" else None
-        rendered = self.renderer.render(
-            ticket.language, plan.kind, self._context(ticket, plan, selection, reply)
+        context = self._context(ticket, plan, selection, reply)
+        # An agent's reply is its own article: its mail is rendered at delivery. Any other
+        # mail is an article of its own, whose text is the rendered body: rendered now.
+        body = (
+            ""
+            if reply is not None
+            else self.renderer.render(ticket.language, plan.kind, context).body
         )
         answer = plan.kind in ANSWERS
         mail = identify(session, ticket, s.subject_tag, s.secret, s.domain, now, answer=answer)
@@ -224,7 +229,7 @@ class Notifier:
             sender = Mailbox(base.email, f"{s.agent_display(reply.author)} ({base.name})")
         draft = Draft(
             subject=mail.subject,
-            body=rendered.body,
+            body=body,
             sender=sender,
             to=[to],
             cc=cc,
@@ -233,25 +238,31 @@ class Notifier:
             references=references,
             auto_submitted=plan.auto_submitted,
             language=ticket.language,
-            attachments=self._parts(reply),
             thread_topic=mail.thread_topic,
             thread_index=mail.thread_index,
         )
-        message = compose(draft, mail.message_id, now)
+        letter = plan_mail(
+            draft,
+            now,
+            template=(ticket.language, plan.kind, context) if reply is not None else None,
+            attachments=[(f.filename, f.content_type, f.sha256) for f in reply.attachments]
+            if reply is not None
+            else (),
+        )
         article = reply or Article(ticket=ticket, kind=ArticleKind.OUTBOUND, author=ACTOR)
         article.message_id = mail.message_id
         article.from_addr, article.from_name = sender.email, sender.name
         article.to_addrs, article.cc_addrs = [to.email], [m.email for m in cc]
         article.subject = mail.subject
         if reply is None:
-            article.text = article.new_text = rendered.body
+            article.text = article.new_text = body
             article.created_at = now
         session.add(article)
         session.flush()
         return queue_mail(
             session,
             ticket,
-            message,
+            letter,
             kind=plan.kind,
             message_id=mail.message_id,
             mail_from=base.email,
@@ -316,12 +327,6 @@ class Notifier:
             query = query.where(Article.id != reply.id)
         ids = [mid for _, mid in session.execute(query) if mid]
         return (ids[-1] if ids else None), ids
-
-    def _parts(self, reply: Article | None) -> list[Part]:
-        if reply is None or not reply.attachments:
-            return []
-        blobs = BlobStore(self.settings.attachments_dir)
-        return [Part(f.filename, f.content_type, blobs.get(f.sha256)) for f in reply.attachments]
 
 
 def _person(ticket: Ticket, email: str) -> str:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.policy import SMTPUTF8
 from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from notifier.errors import OutboxError
+from notifier.planned import serialise
 from tickets.models import OutboxMessage, OutboxRecipient
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
@@ -24,8 +24,9 @@ PENDING, SENT, FAILED = "pending", "sent", "failed"
 
 def enqueue(
     session: Session,
-    message: EmailMessage,
+    message: EmailMessage | None = None,
     *,
+    plan: dict[str, Any] | None = None,
     message_id: str,
     kind: str,
     mail_from: str,
@@ -35,7 +36,11 @@ def enqueue(
     automatic: bool,
     now: datetime,
 ) -> OutboxMessage:
-    """Add the row (and, for automatic mail, one budget row per recipient)."""
+    """Add the row (and, for automatic mail, one budget row per recipient): either the
+    `plan` of the mail, made into bytes at delivery (`notifier.planned`), or a built
+    `message`, serialised now."""
+    if (message is None) == (plan is None):
+        raise ValueError("enqueue takes a message or a plan")
     row = OutboxMessage(
         ticket_id=ticket_id,
         article_id=article_id,
@@ -43,10 +48,8 @@ def enqueue(
         message_id=message_id,
         mail_from=mail_from,
         recipients=list(recipients),
-        # RFC 6532 headers for a non-ASCII address: the relay gets them with SMTPUTF8.
-        raw=message.as_bytes(policy=SMTPUTF8)
-        if not all(r.isascii() for r in recipients)
-        else message.as_bytes(),
+        raw=serialise(message, recipients) if message is not None else None,
+        plan=plan,
         state=PENDING,
         attempts=0,
         next_attempt_at=now,

@@ -21,9 +21,10 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from notifier.compose import AUTO_GENERATED, Draft, Mailbox, compose
+from notifier.compose import AUTO_GENERATED, Draft, Mailbox
 from notifier.mail import Queued, identify, queue_mail, safely
 from notifier.notify import NotifySettings
+from notifier.planned import plan_mail
 from notifier.render import Renderer
 from parsers.thread_keys import subject_tag
 from tickets.addresses import is_own
@@ -116,12 +117,12 @@ def _queue(
         log.warning("no staff address for ticket=%s kind=%s (configure sla/teams)", ticket.id, kind)
         return Queued(ticket.id, kind, None, (), refused)
     name = "sla_tier" if kind.startswith("sla_tier") else kind
-    rendered = renderer.render(routing.language, name, _context(ticket, change, settings, routing))
+    template = (routing.language, name, _context(ticket, change, settings, routing))
     mail = identify(session, ticket, settings.subject_tag, settings.secret, settings.domain,
                     now)  # fmt: skip
     draft = Draft(
         subject=mail.subject,
-        body=rendered.body,
+        body="",  # rendered at delivery, from the template and its data
         sender=settings.sender,
         to=[Mailbox(a) for a in recipients],
         auto_submitted=AUTO_GENERATED,
@@ -132,7 +133,7 @@ def _queue(
     return queue_mail(
         session,
         ticket,
-        compose(draft, mail.message_id, now),
+        plan_mail(draft, now, template=template),
         kind=kind,
         message_id=mail.message_id,
         mail_from=settings.sender.email,

@@ -32,9 +32,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from notifier.compose import AUTO_GENERATED, Draft, Mailbox, compose
+from notifier.compose import AUTO_GENERATED, Draft, Mailbox
 from notifier.mail import Queued, identify, queue_mail, safely
 from notifier.notify import NotifySettings
+from notifier.planned import plan_mail
 from notifier.render import Renderer
 from parsers.thread_keys import subject_tag
 from tickets import search
@@ -191,13 +192,12 @@ class StaffNotifier:
         kind = "agent_refused" if notice.event == "agent_refused" else "staff_notice"
         reply_to = agent_reply_address(s.sender.email, s.secret, ticket.id, email)
         context = self._context(session, ticket, notice, email, reply_to)
-        rendered = self.renderer.render(self.staff.language, kind, context)
         mail = identify(session, ticket, s.subject_tag, s.secret, s.domain, now,
                         answer=notice.answer)  # fmt: skip
         references = _thread(session, ticket)
         draft = Draft(
             subject=mail.subject,
-            body=rendered.body,
+            body="",  # rendered at delivery, from the template and its data
             sender=s.sender,
             to=[Mailbox(email, self.staff.agents.get(email, ""))],
             reply_to=Mailbox(reply_to, s.sender.name),
@@ -209,7 +209,8 @@ class StaffNotifier:
             thread_index=mail.thread_index,
         )
         return queue_mail(
-            session, ticket, compose(draft, mail.message_id, now), kind=f"staff_{notice.event}",
+            session, ticket, plan_mail(draft, now, template=(self.staff.language, kind, context)),
+            kind=f"staff_{notice.event}",
             message_id=mail.message_id, mail_from=s.sender.email, recipients=[email],
             article_id=None, automatic=False, now=now, internal=True,
         )  # fmt: skip

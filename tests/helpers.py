@@ -34,7 +34,7 @@ from tests.mailbuilder import mail
 from tickets.changes import Change
 from tickets.inbox import accept
 from tickets.ingest import Outcome
-from tickets.models import Event, Ticket
+from tickets.models import Event, OutboxMessage, Ticket
 
 if TYPE_CHECKING:  # a runtime import would load the plugin before pytest can rewrite it
     from tests.fixtures.smtp_sink import Received, SmtpSink
@@ -134,6 +134,14 @@ def act(app: App, number: int, action: Callable[[Session, Ticket], list[Change]]
 
 def deliver(app: App, now: datetime | None = None) -> Counter[str]:
     return deliver_due(app.sessions, app.transport(), now, app.delivery_policy)
+
+
+def outbox_bytes(app: App, row: OutboxMessage) -> bytes:
+    """The bytes an outbox row sends: stored, or rendered from its plan as delivery does."""
+    if row.raw is not None:
+        return row.raw
+    assert row.plan is not None
+    return app.delivery_policy.materializer.raw(row.plan, row.message_id, row.recipients)
 
 
 def buzon(

@@ -10,7 +10,17 @@ from sqlalchemy import select
 
 from daemon.wiring import App
 from tests.fixtures.smtp_sink import SmtpSink
-from tests.helpers import AGENT, ANA, act, count, events, ingest, new_ticket, relay_app
+from tests.helpers import (
+    AGENT,
+    ANA,
+    act,
+    count,
+    events,
+    ingest,
+    new_ticket,
+    outbox_bytes,
+    relay_app,
+)
 from tests.mailbuilder import mail
 from tickets import actions
 from tickets.models import OutboxMessage, Ticket
@@ -109,7 +119,11 @@ def test_survey_reply_records_the_rating_and_opens_no_ticket(
 def test_survey_answer_through_the_plus_address(rapp: App) -> None:
     number, survey = closed_ticket(rapp)
     reply_to = parseaddr(
-        next(line for line in survey.raw.decode().splitlines() if line.startswith("Reply-To:"))
+        next(
+            line
+            for line in outbox_bytes(rapp, survey).decode().splitlines()
+            if line.startswith("Reply-To:")
+        )
     )[1]
     outcome = ingest(rapp, mail(ANA, "Encuesta", "4", to=reply_to))
     assert outcome.ticket_id == number and outcome.reason == "survey answer"

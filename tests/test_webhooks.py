@@ -342,7 +342,7 @@ def test_the_api_lists_dead_deliveries_and_retries_one(tmp_path: Path, receiver:
     new_ticket(app)
     app.deliver_webhooks(utcnow())
     with app.sessions.begin() as session:
-        token = tokens.create(session, app.catalogue, AGENT, "tests", utcnow()).token
+        token = tokens.create(session, app.catalogue, "agente@soporte.example", "t", utcnow()).token
     with serving(build(app.web_parts)) as client:
         path = "/api/v1/webhooks/deliveries"
         assert client.get(path, params={"state": "dead"}).status_code == 401  # no token

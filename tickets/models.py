@@ -291,7 +291,10 @@ class OutboxMessage(Base):
     message_id: Mapped[str] = mapped_column(String(998), unique=True)
     mail_from: Mapped[str] = mapped_column(String(320))
     recipients: Mapped[list[Any]] = mapped_column(default=list)
-    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    # The mail as bytes (rows written before 0005, and mail built whole), or its plan,
+    # which the delivery pass renders and serialises (notifier.planned).
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)
+    plan: Mapped[dict[str, Any] | None]
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending/sent/failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
