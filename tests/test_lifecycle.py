@@ -261,6 +261,7 @@ def _count_outbox(app: App) -> int:
 # --- the commands, as agents run them -----------------------------------------------------------
 
 
+@pytest.mark.timeout(600)  # about ten `buzon` processes one after another
 def test_agent_commands_end_to_end_with_the_local_maildir(tmp_path: Path) -> None:
     raw = mail(
         "Ana Pérez <ana@clinica.example>",
