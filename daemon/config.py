@@ -54,6 +54,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a cpuset or CPUAffinity= narrows them), not
+    merely those of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 class IngestConfig(_Section):
     max_attempts: int = Field(3, ge=1, le=100)  # then the message is quarantined
     batch_size: int = Field(50, ge=1, le=10_000)
@@ -80,7 +88,7 @@ class IngestConfig(_Section):
 
     def worker_processes(self) -> int:
         """How many processes do the ingest work (`processes`, 0 meaning one per core)."""
-        return self.processes or os.cpu_count() or 1
+        return self.processes or usable_cores()
 
 
 DmarcPolicy = Literal["reject", "quarantine", "none"]

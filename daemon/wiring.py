@@ -61,6 +61,7 @@ from tickets.actions import Catalogue
 from tickets.addresses import expire_bouncing
 from tickets.calendar import BusinessCalendar
 from tickets.db import DbTimeouts, make_engine, make_session_factory, upgrade
+from tickets.inbox import release_claims
 from tickets.models import utcnow
 from tickets.policy import AgentMailPolicy, MailPolicy
 from tickets.priority import PriorityMatrix
@@ -416,9 +417,19 @@ class App:
             drain_seconds=self.settings.smtp.shutdown_grace,
             on_outcome=lambda state: processed.labels(state).inc(),
             gate=gate,
+            finish=lambda: self._drain_left(processes),
         )
         self.health.add_check("workers", pool.ready)
         return pool
+
+    def _drain_left(self, processes: int) -> int:
+        """At shutdown, once the worker processes are gone: what they left, processed here."""
+        worker = self.ingest_worker()
+        if self.settings.instance_name:  # the workers' names (see ingest_process)
+            names = {f"{self.settings.instance_name}/w{i}" for i in range(processes)}
+            release_claims(self.sessions, names)
+        worker.recover_dead_claims()  # HOST:PID names of exited workers
+        return worker.drain()
 
     def smtp_listener(
         self,

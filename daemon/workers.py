@@ -48,6 +48,7 @@ from typing import Any
 from daemon.config import ConfigError
 from daemon.intake.ingest_worker import IngestWorker
 from daemon.intake.smtp_store import SharedWriteGate
+from tickets.errors import describe
 
 log = logging.getLogger("buzon.workers")
 
@@ -57,9 +58,6 @@ HEARTBEAT_SECONDS = 1.0
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
 STEADY_SECONDS = 30.0  # a worker that ran this long resets its backoff
 KILL_GRACE = 3.0  # after the drain's bound: SIGTERM, then this long before SIGKILL
-# Intake first: under CPU contention the kernel favours the main process (the listener)
-# about ten to one; on an idle core the workers still run at full speed.
-WORKER_NICENESS = 10
 # What the pool runs in each child: target(*args, parent_pid, index, channel); it exits
 # with the worker's code (EX_CONFIG: a configuration error, not restarted).
 Target = Callable[..., None]
@@ -76,6 +74,7 @@ class _Worker:
     started_at: float = 0.0
     failures: int = 0  # consecutive short lives
     restart_at: float | None = None  # set while it waits for its backoff
+    ready: bool = False  # it has sent its first heartbeat: its loop runs
     last_exit: int | None = None
 
 
@@ -91,6 +90,7 @@ class WorkerPool:
         drain_seconds: float,
         on_outcome: Callable[[str], None] | None = None,
         gate: SharedWriteGate | None = None,
+        finish: Callable[[], int] | None = None,
     ) -> None:
         self.target = target
         self.args = args  # the child gets (*args, parent pid, index, channel)
@@ -98,6 +98,9 @@ class WorkerPool:
         self.drain_seconds = drain_seconds
         self.on_outcome = on_outcome
         self.gate = gate  # SQLite: the intake's turns, shared with the workers (in `args`)
+        # Run in a thread once the workers are gone: processes what they left pending (a
+        # worker still starting at the stop, one ended at the deadline) within the bound.
+        self.finish = finish
         # While this says True at shutdown, an intake may still store mail: the workers
         # keep draining (the wiring points it at the listener, as for the in-process worker).
         self.upstream_open: Callable[[], bool] = lambda: False
@@ -143,6 +146,8 @@ class WorkerPool:
                      ",".join(map(str, self.pids())))  # fmt: skip
             await self._supervise(stop)
             await self._stop_workers()
+            self._kill_all()
+            await self._finish()
         finally:
             self._kill_all()
 
@@ -195,7 +200,7 @@ class WorkerPool:
         ours.setblocking(False)
         worker.process, worker.channel, worker.buffer = process, ours, b""
         worker.started_at = worker.age_at = time.monotonic()
-        worker.age = 0.0
+        worker.age, worker.ready = 0.0, False
         self._loop.add_reader(ours.fileno(), self._read, worker)
 
     def _read(self, worker: _Worker) -> None:
@@ -222,6 +227,7 @@ class WorkerPool:
         elif kind == "a":
             with contextlib.suppress(ValueError):
                 worker.age, worker.age_at = float(value), time.monotonic()
+                worker.ready = True
 
     def _send_wakes(self) -> None:
         self._wake_scheduled = False
@@ -234,6 +240,11 @@ class WorkerPool:
         for worker in self.workers:
             worker.restart_at = None  # a worker waiting for its restart stays down
             _send(worker, STOP)
+            if _alive(worker) and not worker.ready:
+                # Still starting (seconds on a busy machine): not worth waiting for, this
+                # process drains in its place (`finish`).
+                assert worker.process is not None
+                worker.process.terminate()
         deadline = time.monotonic() + self.drain_seconds
         while self.upstream_open() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -248,6 +259,20 @@ class WorkerPool:
                 log.error("worker=%s did not stop in time; terminating it", worker.index)
         codes = [w.process.exitcode for w in self.workers if w.process and not _alive(w)]
         log.info("ingest worker processes stopped exits=%s", ",".join(map(str, codes)))
+
+    async def _finish(self) -> None:
+        if self.finish is None:
+            return
+        try:
+            handled = await asyncio.wait_for(asyncio.to_thread(self.finish), self.drain_seconds)
+        except TimeoutError:
+            log.error("shutdown: what the workers left is not processed; it waits in the store")
+            return
+        except Exception as exc:  # noqa: BLE001 - the store is away: the mail waits there
+            log.error("shutdown: what the workers left waits in the store: %s", describe(exc))
+            return
+        if handled:
+            log.info("processed %d message(s) the worker processes left", handled)
 
     def _kill_all(self) -> None:
         """Whatever happened above: no worker outlives this component."""
@@ -310,8 +335,6 @@ def _send(worker: _Worker, byte: bytes) -> None:
 def serve_worker(worker: IngestWorker, channel: socket.socket, parent_pid: int) -> int:
     """Run `worker` in this (child) process until the parent says stop, or goes away."""
     _die_with_parent(parent_pid)
-    with contextlib.suppress(OSError):
-        os.nice(WORKER_NICENESS)
     return asyncio.run(_serve(worker, _Channel(channel)))
 
 

@@ -69,7 +69,9 @@ class Buzon:
     def query(self, sql: str) -> list[tuple[object, ...]]:
         return sqlite_rows(self.db, sql)
 
-    def wait_processed(self, timeout: float = 60.0) -> None:
+    # The restart starts its ingest worker processes first (ingest.processes; seconds of
+    # imports each on a busy machine) before the backlog of up to 750 mails.
+    def wait_processed(self, timeout: float = 150.0) -> None:
         deadline = time.monotonic() + timeout
         waiting = "SELECT count(*) FROM raw_messages WHERE state IN ('pending', 'processing')"
         while self.query(waiting)[0][0]:

@@ -182,6 +182,6 @@ def test_processes_is_validated_in_one_line(tmp_path: Path) -> None:
 def test_processes_zero_means_one_per_core(tmp_path: Path) -> None:
     config = tmp_path / "buzon.toml"
     config.write_text("[ingest]\nprocesses = 0\n")
-    assert load_settings(config).ingest.worker_processes() == (os.cpu_count() or 1)
+    assert load_settings(config).ingest.worker_processes() == len(os.sched_getaffinity(0))
     config.write_text("[ingest]\nprocesses = 3\n")
     assert load_settings(config).ingest.worker_processes() == 3
