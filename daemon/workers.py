@@ -145,9 +145,12 @@ class WorkerPool:
             log.info("started %d ingest worker process(es) pids=%s", len(self.workers),
                      ",".join(map(str, self.pids())))  # fmt: skip
             await self._supervise(stop)
-            await self._stop_workers()
+            # One bound for the whole stop, as the in-process worker's: the drain's, plus
+            # the margin of a pass that ends late (within the supervisor's stop timeout).
+            end = time.monotonic() + self.drain_seconds + 2.0
+            await self._stop_workers(end)
             self._kill_all()
-            await self._finish()
+            await self._finish(max(1.0, end - time.monotonic()))
         finally:
             self._kill_all()
 
@@ -234,7 +237,7 @@ class WorkerPool:
         for worker in self.workers:
             _send(worker, WAKE)
 
-    async def _stop_workers(self) -> None:
+    async def _stop_workers(self, end: float) -> None:
         """Stop: the workers finish their pass; once intake is closed they drain what it
         stored (within the drain's bound) and exit."""
         for worker in self.workers:
@@ -245,14 +248,11 @@ class WorkerPool:
                 # process drains in its place (`finish`).
                 assert worker.process is not None
                 worker.process.terminate()
-        deadline = time.monotonic() + self.drain_seconds
-        while self.upstream_open() and time.monotonic() < deadline:
+        while self.upstream_open() and time.monotonic() < end:
             await asyncio.sleep(0.05)
         for worker in self.workers:
             _send(worker, CLOSED)
-        # The worker's own bound is the drain's plus its stuck-pass margin.
-        deadline = time.monotonic() + self.drain_seconds + 2.0
-        while any(_alive(w) for w in self.workers) and time.monotonic() < deadline:
+        while any(_alive(w) for w in self.workers) and time.monotonic() < end:
             await asyncio.sleep(0.05)
         for worker in self.workers:
             if _alive(worker):
@@ -260,11 +260,11 @@ class WorkerPool:
         codes = [w.process.exitcode for w in self.workers if w.process and not _alive(w)]
         log.info("ingest worker processes stopped exits=%s", ",".join(map(str, codes)))
 
-    async def _finish(self) -> None:
+    async def _finish(self, seconds: float) -> None:
         if self.finish is None:
             return
         try:
-            handled = await asyncio.wait_for(asyncio.to_thread(self.finish), self.drain_seconds)
+            handled = await asyncio.wait_for(asyncio.to_thread(self.finish), seconds)
         except TimeoutError:
             log.error("shutdown: what the workers left is not processed; it waits in the store")
             return
