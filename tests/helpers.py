@@ -125,7 +125,9 @@ def new_ticket(app: App, **kwargs: Any) -> tuple[int, bytes]:
     return outcome.ticket_id, raw
 
 
-def act(app: App, number: int, action: Callable[[Session, Ticket], list[Change]]) -> list[Change]:
+def act(
+    app: App, number: int, action: Callable[[Session, Ticket], list[Change]]
+) -> list[Change]:
     """What an agent's command does: the action, SLA and mail in one transaction."""
     return app.desk.act(number, action).changes
 

@@ -380,12 +380,8 @@ def test_commands_assign_escalate_note_priority_and_cc(
 
     # Ana: an internal note, then a watcher added and an answer that reaches them.
     before = len(sink.messages)
-    conv.send(
-        conv.answer(
-            f"Ana Ruiz <{ANA_RUIZ}>", assigned, "#nota\nLa clínica tiene un pago pendiente."
-        ),
-        reply_to(assigned),
-    )
+    conv.send(conv.answer(f"Ana Ruiz <{ANA_RUIZ}>", assigned,
+                          "#nota\nLa clínica tiene un pago pendiente."), reply_to(assigned))
     assert all(CUSTOMER not in m.rcpt_tos for m in sink.messages[before:])
     conv.send(
         conv.answer(f"Ana Ruiz <{ANA_RUIZ}>", assigned,

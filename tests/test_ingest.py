@@ -336,6 +336,7 @@ def test_repeated_failure_quarantines(app: App) -> None:
 def test_claims_of_a_dead_local_worker_are_released_at_start(app: App) -> None:
     import socket
 
+
     for n in range(3):
         accept(app.sessions, mail(ANA, f"Consulta {n}", "hola"), "smtp")
     dead = f"{socket.gethostname()}:999999999"  # no such process

@@ -211,7 +211,9 @@ def test_configured_teams_are_enforced(tmp_path: Path) -> None:
             number,
             lambda s, t: actions.assign(s, t, AGENT, team="Ventas", catalogue=app.catalogue),
         )
-    act(app, number, lambda s, t: actions.assign(s, t, AGENT, team="px", catalogue=app.catalogue))
+    act(
+        app, number, lambda s, t: actions.assign(s, t, AGENT, team="px", catalogue=app.catalogue)
+    )
     with app.sessions() as s:
         assert s.get(Ticket, number).team == "PX"  # type: ignore[union-attr]
     app.engine.dispose()

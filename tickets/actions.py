@@ -149,12 +149,7 @@ def assign(
         _note(session, ticket, actor, f"Asignado a {who}: {note}", now)
     changes: list[Change] = [
         Assigned(
-            ticket.id,
-            ticket.assignee,
-            ticket.team,
-            actor,
-            previous=previous,
-            note=note,
+            ticket.id, ticket.assignee, ticket.team, actor, previous=previous, note=note,
             team_changed=ticket.team != old_team,
         )  # fmt: skip
     ]

@@ -335,3 +335,4 @@ def _mark(article: Article, row: RawMessage, msg: ParsedMessage, dedupe_key: str
     article.content_digest = msg.content_digest
     if article.kind == ArticleKind.NOTE:
         article.message_id = (msg.message_id or "")[:998] or None
+
