@@ -6,13 +6,16 @@ concurrent connections from an asyncio client in this process — goes to:
   (a) a bare aiosmtpd server (separate process) whose handler accepts and discards: the
       baseline, what aiosmtpd itself costs;
   (b) a real `buzon smtp` process on SQLite (WAL) in a temp dir, as deployed: 250 only after
-      the commit, the ingest worker running alongside.
+      the commit, the ingest worker processes (`ingest.processes`, --processes) running
+      alongside — its rate is the acceptance rate while processing runs;
+  (b0) buzón's durable acceptance alone, no worker.
 
-It prints messages/s and p50/p99 latency (MAIL FROM → final 250) for both, the ratio b/a,
-and how long the ingest worker needs after the last 250 until nothing is pending.
+"all" is (b) as deployed until every mail is processed: messages / (time to the last 250
++ time until nothing is pending). The three run interleaved in each of --repetitions
+repetitions; the ratios to (a) are printed per repetition, then their median and range.
 
     .venv/bin/python bench/smtp_intake.py                 # defaults: a few minutes on 2 cores
-    .venv/bin/python bench/smtp_intake.py --sizes 3 --count 3000 --connections 50
+    .venv/bin/python bench/smtp_intake.py --sizes 3 --repetitions 5 --processes 1
 """
 
 from __future__ import annotations
@@ -237,7 +240,9 @@ def run_intake_only(mails: list[bytes], connections: int) -> Result:
             stop(proc)
 
 
-def run_buzon(mails: list[bytes], connections: int, max_size: int) -> tuple[Result, float]:
+def run_buzon(
+    mails: list[bytes], connections: int, max_size: int, processes: int
+) -> tuple[Result, float]:
     """Returns the intake result and the seconds from the last 250 until nothing is pending."""
     import sqlite3
 
@@ -247,15 +252,19 @@ def run_buzon(mails: list[bytes], connections: int, max_size: int) -> tuple[Resu
         config.write_text(
             f'data_dir = "{tmp}/data"\ndatabase_url = "sqlite:///{db}"\n'
             f'support_addresses = ["{SUPPORT}"]\nsecret_key = "bench-secret-0123456789"\n'
+            f"[ingest]\nprocesses = {processes}\n"
             f"[smtp]\nmax_message_size = {max_size}\nmax_messages_per_connection = 100000\n"
+            "[http]\nenabled = false\n"
         )
         port = free_port()
         cmd = [sys.executable, "-m", "daemon", "smtp", "--config", str(config)]
         cmd += ["--listen", f"127.0.0.1:{port}"]
-        with (Path(tmp) / "buzon.log").open("wb") as log:
+        log_path = Path(tmp) / "buzon.log"
+        with log_path.open("wb") as log:
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
         try:
             wait_listening(port, proc)
+            wait_workers(log_path, processes)
             result = asyncio.run(load(port, mails, connections))
             done = time.perf_counter()
             with sqlite3.connect(db) as conn:
@@ -265,6 +274,18 @@ def run_buzon(mails: list[bytes], connections: int, max_size: int) -> tuple[Resu
             return result, time.perf_counter() - done
         finally:
             stop(proc)
+
+
+def wait_workers(log: Path, processes: int, timeout: float = 120.0) -> None:
+    """Worker processes start after the listener: measure only once they all run."""
+    wanted = processes or os.cpu_count() or 1
+    if wanted == 1:
+        return
+    deadline = time.monotonic() + timeout
+    while log.read_text(errors="replace").count("ingest worker process ready") < wanted:
+        if time.monotonic() > deadline:
+            raise RuntimeError("worker processes did not start")
+        time.sleep(0.1)
 
 
 # --- report -------------------------------------------------------------------------------
@@ -290,6 +311,10 @@ def main() -> None:
     parser.add_argument("--sizes", default="3,60,1024", help="message sizes in KB")
     parser.add_argument("--count", type=int, help="messages per size (default: 1000/400/60)")
     parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument(
+        "--processes", type=int, default=0, help="ingest.processes of (b) (0: one per core)"
+    )
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--intake-only-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
@@ -306,13 +331,14 @@ def main() -> None:
     print(
         f"{args.connections} concurrent connections; latency = MAIL FROM → 250 after DATA (ms)\n"
         "(a) bare aiosmtpd, accept and discard   (b) buzón as deployed: durable acceptance on\n"
-        "SQLite + ingest worker alongside   (b0) buzón's durable acceptance alone, no worker;\n"
-        "drain = seconds from the last 250 of (b) until the worker has processed everything\n"
+        f"SQLite + ingest.processes = {args.processes} alongside   (b0) buzón's durable "
+        "acceptance alone, no worker;\ndrain = seconds from the last 250 of (b) until "
+        "everything is processed; all = (b) until all processed\n"
     )
     header = (
-        f"{'size':>6} {'msgs':>5} | {'(a) msg/s':>9} {'p50':>6} {'p99':>6} | "
+        f"{'size':>6} {'rep':>3} | {'(a) msg/s':>9} {'p50':>6} {'p99':>6} | "
         f"{'(b) msg/s':>9} {'p50':>6} {'p99':>6} {'b/a':>5} | "
-        f"{'(b0) msg/s':>10} {'p50':>6} {'p99':>6} {'b0/a':>5} | {'drain':>6}"
+        f"{'(b0) msg/s':>10} {'p50':>6} {'p99':>6} {'b0/a':>5} | {'drain':>6} {'all/a':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -320,16 +346,27 @@ def main() -> None:
         count = args.count or DEFAULT_COUNTS.get(size_kb, 200)
         mails = [build_mail(n, size_kb) for n in range(count)]
         max_size = 25 * 2**20
-        bare = run_bare(mails, args.connections, max_size)
-        buzon, drain = run_buzon(mails, args.connections, max_size)
-        alone = run_intake_only(mails, args.connections)
         label = f"{size_kb} KB" if size_kb < 1024 else f"{size_kb // 1024} MB"
-        print(
-            f"{label:>6} {count:>5} | {_cols(bare)} | {_cols(buzon)} "
-            f"{buzon.rate / bare.rate:>5.2f} | {_cols(alone, 10)} "
-            f"{alone.rate / bare.rate:>5.2f} | {drain:>6.1f}",
-            flush=True,
+        ratios: dict[str, list[float]] = {"b/a": [], "b0/a": [], "all/a": []}
+        for rep in range(1, args.repetitions + 1):
+            bare = run_bare(mails, args.connections, max_size)
+            buzon, drain = run_buzon(mails, args.connections, max_size, args.processes)
+            alone = run_intake_only(mails, args.connections)
+            everything = count / (buzon.seconds + drain)
+            ratios["b/a"].append(buzon.rate / bare.rate)
+            ratios["b0/a"].append(alone.rate / bare.rate)
+            ratios["all/a"].append(everything / bare.rate)
+            print(
+                f"{label:>6} {rep:>3} | {_cols(bare)} | {_cols(buzon)} "
+                f"{ratios['b/a'][-1]:>5.3f} | {_cols(alone, 10)} "
+                f"{ratios['b0/a'][-1]:>5.3f} | {drain:>6.1f} {ratios['all/a'][-1]:>6.3f}",
+                flush=True,
+            )
+        summary = ", ".join(
+            f"{name} {statistics.median(v):.3f} ({min(v):.3f}–{max(v):.3f})"
+            for name, v in ratios.items()
         )
+        print(f"{label:>6} median (range): {summary}; load average {os.getloadavg()[0]:.2f}")
 
 
 def _cols(result: Result, width: int = 9) -> str:

@@ -1,3 +1,5 @@
 from daemon.cli import entry
 
-entry()
+# Guarded: ingest worker processes (daemon.workers, spawn) import this module again.
+if __name__ == "__main__":
+    entry()

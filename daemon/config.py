@@ -6,6 +6,7 @@ A bad value stops start-up with one line naming the key (`ConfigError`).
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from datetime import date, time
@@ -53,9 +54,21 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a cpuset or CPUAffinity= narrows them), not
+    merely those of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 class IngestConfig(_Section):
     max_attempts: int = Field(3, ge=1, le=100)  # then the message is quarantined
     batch_size: int = Field(50, ge=1, le=10_000)
+    # Worker processes that turn stored mail into tickets, beside the main process (which
+    # keeps the listeners, pollers, scheduler and HTTP). 0: one per core; 1: no extra
+    # process, the worker runs inside the main one.
+    processes: int = Field(0, ge=0, le=64)
     poll_interval: float = Field(2.0, gt=0)  # seconds between scans for pending rows
     stale_claim_seconds: int = Field(300, ge=10)  # a claim older than this was a crash
     max_message_size: int = Field(50 * 1024 * 1024, ge=1024)
@@ -72,6 +85,10 @@ class IngestConfig(_Section):
     max_decoded_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     # Mail written longer ago than this opens its ticket without an acknowledgement.
     acknowledge_max_age_hours: float = Field(168.0, gt=0)
+
+    def worker_processes(self) -> int:
+        """How many processes do the ingest work (`processes`, 0 meaning one per core)."""
+        return self.processes or usable_cores()
 
 
 DmarcPolicy = Literal["reject", "quarantine", "none"]

@@ -8,9 +8,11 @@ module imports it: only the CLI (and `python -m daemon`) do.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import socket
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -39,11 +41,13 @@ from daemon.intake.imap_auth import credentials_for
 from daemon.intake.imap_poller import Backoff, Connect, ImapPoller, connect_factory
 from daemon.intake.ingest_worker import IngestWorker
 from daemon.intake.smtp_server import SmtpListener
-from daemon.intake.smtp_store import IntakeStore, WriteGate
+from daemon.intake.smtp_store import Gate, IntakeStore, SharedWriteGate, WriteGate
+from daemon.logs import configure as configure_logging
 from daemon.scheduler import JobFunction, Scheduler
 from daemon.sdnotify import watchdog_with
-from daemon.supervisor import Component
+from daemon.supervisor import EX_CONFIG, Component
 from daemon.web.parts import WebParts
+from daemon.workers import WorkerPool, serve_worker
 from notifier.compose import Mailbox
 from notifier.delivery import DeliveryPolicy, deliver_due
 from notifier.notify import Notifier, NotifySettings
@@ -59,6 +63,7 @@ from tickets.actions import Catalogue
 from tickets.addresses import expire_bouncing
 from tickets.calendar import BusinessCalendar
 from tickets.db import DbTimeouts, make_engine, make_session_factory, upgrade
+from tickets.inbox import release_claims
 from tickets.models import utcnow
 from tickets.policy import AgentMailPolicy, MailPolicy
 from tickets.priority import PriorityMatrix
@@ -375,8 +380,10 @@ class App:
         hooks, plus the HTTP endpoint. `smtp` and `http` carry command-line overrides."""
         wanted = RUNNERS[command]
         runners: dict[str, Component] = {}
-        worker = self.ingest_worker() if "ingest" in wanted else None
-        if worker is not None:
+        worker: IngestWorker | WorkerPool | None = None
+        if "ingest" in wanted:
+            processes = self.settings.ingest.worker_processes()
+            worker = self.worker_pool(processes) if processes > 1 else self.ingest_worker()
             runners["ingest"] = worker.run
             self.health.watch_worker(worker.progress_age, self.settings.database.worker_stuck_after)
         runners["watchdog"] = watchdog_with(self.health.vital_async)
@@ -444,9 +451,35 @@ class App:
         worker.max_attempts = cfg.max_attempts  # for a failure that escaped the desk
         return worker
 
+    def worker_pool(self, processes: int) -> WorkerPool:
+        """`processes` ingest worker processes (daemon.workers), each with its own App.
+        On SQLite they take turns at the write lock with this process's intake."""
+        gate = SharedWriteGate() if self.settings.db_url.startswith("sqlite") else None
+        processed = self.health.metrics.processed
+        pool = WorkerPool(
+            ingest_process,
+            (self.settings, gate),
+            processes,
+            drain_seconds=self.settings.smtp.shutdown_grace,
+            on_outcome=lambda state: processed.labels(state).inc(),
+            gate=gate,
+            finish=lambda: self._drain_left(processes),
+        )
+        self.health.add_check("workers", pool.ready)
+        return pool
+
+    def _drain_left(self, processes: int) -> int:
+        """At shutdown, once the worker processes are gone: what they left, processed here."""
+        worker = self.ingest_worker()
+        if self.settings.instance_name:  # the workers' names (see ingest_process)
+            names = {f"{self.settings.instance_name}/w{i}" for i in range(processes)}
+            release_claims(self.sessions, names)
+        worker.recover_dead_claims()  # HOST:PID names of exited workers
+        return worker.drain()
+
     def smtp_listener(
         self,
-        worker: IngestWorker | None,
+        worker: IngestWorker | WorkerPool | None,
         config: SmtpConfig | None = None,
         *,
         bind: tuple[str, int] | None = None,
@@ -454,9 +487,9 @@ class App:
         """The listener: the store, our addresses, and the worker to wake after each
         accept (the worker drains at shutdown, after the listener has closed)."""
         config = config or self.settings.smtp
-        gate = None
+        gate: Gate | None = None
         if self.settings.db_url.startswith("sqlite"):
-            gate = WriteGate()
+            gate = worker.gate if isinstance(worker, WorkerPool) and worker.gate else WriteGate()
             gate.install(self.engine)  # every other transaction of this process waits its turn
         source = "lmtp" if config.lmtp else "smtp"
         store = IntakeStore(
@@ -583,6 +616,35 @@ class App:
                 f"http.listen {listen}: {exc.strerror or exc} (each process needs its own "
                 "port: --http HOST:PORT or BUZON_HTTP__LISTEN)"
             ) from None
+
+
+def ingest_process(
+    settings: Settings,
+    gate: SharedWriteGate | None,
+    parent_pid: int,
+    index: int,
+    channel: socket.socket,
+) -> None:
+    """The body of ingest worker process `index` (daemon.workers): an App of its own."""
+    configure_logging(settings.log.level, settings.log.json_format)
+    if settings.instance_name:  # instance names are claim holders: each worker its own
+        settings = settings.model_copy(
+            update={"instance_name": f"{settings.instance_name}/w{index}"}
+        )
+    try:
+        app = App(settings)
+        if gate is not None:
+            gate.install(app.engine)
+        worker = app.ingest_worker()
+    except ConfigError as exc:
+        logging.getLogger("buzon.workers").error("%s", exc)
+        sys.exit(EX_CONFIG)
+    code = serve_worker(worker, channel, parent_pid)
+    app.engine.dispose()
+    # Everything is committed: skip the interpreter's teardown, which took seconds on a
+    # busy machine and would count against the parent's stop deadline.
+    logging.shutdown()
+    os._exit(code)
 
 
 def _rule(cfg: RoutingRuleConfig) -> Rule:

@@ -84,6 +84,10 @@ def make_app(tmp_path: Path, db_url: str, **overrides: object) -> App:
     overrides.setdefault("agent_mail", {"notify": False})
     # `runners("run")` binds the API/console port: never the shared default in tests.
     overrides.setdefault("web", {"listen": f"127.0.0.1:{free_port()}"})
+    # The in-process worker (runners() would otherwise start a worker process per core).
+    ingest = overrides.setdefault("ingest", {})
+    if isinstance(ingest, dict):
+        ingest.setdefault("processes", 1)
     settings = load_settings(
         None,
         data_dir=tmp_path / "data",

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
+from tests.fixtures.service import sqlite_rows
 from tests.helpers import free_port, greeting
 from tests.mailbuilder import mail, message_id
 
@@ -67,14 +67,11 @@ class Buzon:
         pytest.fail(f"buzon smtp did not greet:\n{self.log.read_text()}")
 
     def query(self, sql: str) -> list[tuple[object, ...]]:
-        engine = create_engine(f"sqlite:///{self.db}")
-        try:
-            with engine.connect() as conn:
-                return [tuple(row) for row in conn.execute(text(sql))]
-        finally:
-            engine.dispose()
+        return sqlite_rows(self.db, sql)
 
-    def wait_processed(self, timeout: float = 60.0) -> None:
+    # The restart starts its ingest worker processes first (ingest.processes; seconds of
+    # imports each on a busy machine) before the backlog of up to 750 mails.
+    def wait_processed(self, timeout: float = 150.0) -> None:
         deadline = time.monotonic() + timeout
         waiting = "SELECT count(*) FROM raw_messages WHERE state IN ('pending', 'processing')"
         while self.query(waiting)[0][0]:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +25,27 @@ from tickets.inbox import StoreUnavailable, accept_many
 log = logging.getLogger("buzon.intake")
 
 
-class WriteGate:
+class _Turns:
+    """Installs a gate's wait on an engine: at checkout, before make_engine's "begin"
+    hook takes the lock with BEGIN IMMEDIATE, so a connection waiting there holds nothing
+    (the pool rolled it back)."""
+
+    _engine: Engine | None = None
+
+    def install(self, engine: Engine) -> None:
+        event.listen(engine, "checkout", self._before_checkout)
+        self._engine = engine
+
+    def uninstall(self) -> None:
+        if self._engine is not None:
+            event.remove(self._engine, "checkout", self._before_checkout)
+            self._engine = None
+
+    def _before_checkout(self, *_args: Any) -> None:
+        raise NotImplementedError
+
+
+class WriteGate(_Turns):
     """Turns at SQLite's write lock between the intake and the rest of the process.
 
     SQLite has one write lock and no queue for it: a waiting writer polls on a sleeping busy
@@ -52,21 +74,58 @@ class WriteGate:
                 self._finished += 1
                 self._cond.notify_all()
 
-    def install(self, engine: Engine) -> None:
-        # At checkout, before make_engine's "begin" hook takes the lock with BEGIN
-        # IMMEDIATE: a connection waiting here holds nothing (the pool rolled it back).
-        event.listen(engine, "checkout", self._before_checkout)
-        self._engine = engine
-
-    def uninstall(self) -> None:
-        if self._engine is not None:
-            event.remove(self._engine, "checkout", self._before_checkout)
-            self._engine = None
-
     def _before_checkout(self, *_args: Any) -> None:
         with self._cond:
             target = self._announced
             self._cond.wait_for(lambda: self._finished >= target, timeout=self.max_wait)
+
+
+class SharedWriteGate(_Turns):
+    """The WriteGate across processes, for ingest in worker processes (daemon.workers).
+
+    The same turns: a worker's transaction first waits for the intake batches announced
+    before it began (at most `max_wait`). The two counters live in shared memory that only
+    the main process's intake writes; the workers read them, polling in half-millisecond
+    naps. No lock is shared, so a worker killed at any instant cannot leave the intake
+    waiting on it.
+    """
+
+    NAP = 0.0005
+
+    def __init__(self, max_wait: float = 2.0) -> None:
+        self.max_wait = max_wait
+        # announced, finished; 64-bit words, each written by the intake's one writer.
+        self._counts = multiprocessing.get_context("spawn").RawArray("q", 2)
+        self._lock = threading.Lock()
+        self._engine: Engine | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # To a spawned worker: the shared counters, not this process's engine or lock.
+        return {"max_wait": self.max_wait, "_counts": self._counts}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, _lock=threading.Lock(), _engine=None)
+
+    @contextlib.contextmanager
+    def intake_turn(self) -> Iterator[None]:
+        with self._lock:
+            self._counts[0] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._counts[1] += 1
+
+    def _before_checkout(self, *_args: Any) -> None:
+        target = self._counts[0]
+        if self._counts[1] >= target:
+            return
+        deadline = time.monotonic() + self.max_wait
+        while self._counts[1] < target and time.monotonic() < deadline:
+            time.sleep(self.NAP)
+
+
+Gate = WriteGate | SharedWriteGate
 
 
 class IntakeStore:
@@ -93,7 +152,7 @@ class IntakeStore:
         url: str,
         source: str,
         timeout: float,
-        gate: WriteGate | None = None,
+        gate: Gate | None = None,
         timeouts: DbTimeouts | None = None,
     ) -> None:
         self.timeout = timeout
