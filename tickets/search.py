@@ -9,6 +9,7 @@ text to a ticket.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -22,29 +23,36 @@ from tickets.routing import fold
 _WORD = re.compile(r"\w+")
 _STEMMER = snowballstemmer.stemmer("spanish")
 MAX_INDEXED = 200_000  # characters of a ticket's text that are indexed
+INDEX_CHUNK = 500  # tickets per set-based pass: bounded IN lists and memory
 
 
 def index(session: Session, ticket_ids: Iterable[int]) -> None:
-    """(Re)index these tickets' subject and articles."""
-    postgres = _is_postgres(session)
-    for ticket_id in dict.fromkeys(ticket_ids):
-        body = _ticket_text(session, ticket_id)
-        if body is None:
-            continue
-        if postgres:
-            session.execute(
-                text(
-                    "INSERT INTO ticket_search (ticket_id, body) VALUES (:id, :body) "
-                    "ON CONFLICT (ticket_id) DO UPDATE SET body = excluded.body"
-                ),
-                {"id": ticket_id, "body": body},
-            )
-        else:
-            session.execute(text("DELETE FROM ticket_search WHERE rowid = :id"), {"id": ticket_id})
-            session.execute(
-                text("INSERT INTO ticket_search (rowid, body) VALUES (:id, :body)"),
-                {"id": ticket_id, "body": stems(body)},
-            )
+    """(Re)index these tickets' subject and articles: a few set-based statements for
+    any number of tickets (a batch of ingested mail indexes once)."""
+    ids = list(dict.fromkeys(ticket_ids))
+    for start in range(0, len(ids), INDEX_CHUNK):
+        bodies = _ticket_texts(session, ids[start : start + INDEX_CHUNK])
+        if bodies:
+            _write(session, bodies)
+
+
+def _write(session: Session, bodies: dict[int, str]) -> None:
+    if _is_postgres(session):
+        session.execute(
+            text(
+                "INSERT INTO ticket_search (ticket_id, body) VALUES (:id, :body) "
+                "ON CONFLICT (ticket_id) DO UPDATE SET body = excluded.body"
+            ),
+            [{"id": ticket_id, "body": body} for ticket_id, body in bodies.items()],
+        )
+        return
+    session.execute(
+        text("DELETE FROM ticket_search WHERE rowid = :id"), [{"id": i} for i in bodies]
+    )
+    session.execute(
+        text("INSERT INTO ticket_search (rowid, body) VALUES (:id, :body)"),
+        [{"id": ticket_id, "body": stems(body)} for ticket_id, body in bodies.items()],
+    )
 
 
 def search(session: Session, query: str, limit: int = 50, *, any_word: bool = False) -> list[int]:
@@ -99,19 +107,32 @@ def stems(body: str) -> str:
 
 
 def _stem_all(words: list[str]) -> list[str]:
-    """Stemmed with their accents (the stemmer's rules know "-ación"), then folded, so
+    return [_stem(word) for word in words]
+
+
+# Stemming (pure Python) was the larger part of indexing a mail; a mail's words mostly
+# recur, so each distinct word is stemmed once per process (bounded memory).
+@functools.lru_cache(maxsize=100_000)
+def _stem(word: str) -> str:
+    """Stemmed with its accents (the stemmer's rules know "-ación"), then folded, so
     that a word typed without accents still meets its stem."""
-    return [fold(stem) for stem in _STEMMER.stemWords(words)]
+    return fold(_STEMMER.stemWord(word))
 
 
-def _ticket_text(session: Session, ticket_id: int) -> str | None:
-    subject = session.scalar(select(Ticket.subject).where(Ticket.id == ticket_id))
-    if subject is None:
-        return None
-    texts = session.scalars(
-        select(Article.new_text).where(Article.ticket_id == ticket_id).order_by(Article.id)
+def _ticket_texts(session: Session, ticket_ids: list[int]) -> dict[int, str]:
+    """Each existing ticket's subject and articles' new text, as indexed."""
+    found = session.execute(select(Ticket.id, Ticket.subject).where(Ticket.id.in_(ticket_ids)))
+    subjects = {ticket_id: subject for ticket_id, subject in found}
+    parts: dict[int, list[str]] = {ticket_id: [subject] for ticket_id, subject in subjects.items()}
+    texts = session.execute(
+        select(Article.ticket_id, Article.new_text)
+        .where(Article.ticket_id.in_(list(subjects)))
+        .order_by(Article.ticket_id, Article.id)
     )
-    return "\n".join([subject, *(t for t in texts if t)])[:MAX_INDEXED]
+    for ticket_id, new_text in texts:
+        if new_text:
+            parts[ticket_id].append(new_text)
+    return {ticket_id: "\n".join(lines)[:MAX_INDEXED] for ticket_id, lines in parts.items()}
 
 
 def _is_postgres(session: Session) -> bool:
