@@ -34,11 +34,13 @@ from tickets.inbox import SessionFactory
 from tickets.ingest import (
     FINISHED,
     AfterApply,
+    Known,
     OnNew,
     Outcome,
     apply_parsed,
     bounded_id,
     is_transient,
+    look_up,
     process,
     retry_later,
 )
@@ -54,6 +56,10 @@ AfterBatch = Callable[[Session], None]
 
 class BatchAbandoned(Exception):
     """The batch as a whole cannot go on: its mails are processed one by one instead."""
+
+
+class _Isolate(BatchAbandoned):
+    """A mail failed in the optimistic pass: the batch again, each mail in a savepoint."""
 
 
 class TransientFailure(BatchAbandoned):
@@ -98,10 +104,18 @@ def process_batch(
                 parsed.append(_Parsed(raw_id, parse(item, policy.limits, policy.spam)))
             except Exception:  # noqa: BLE001 - the single path records this mail's failure
                 alone.append(raw_id)
+    isolated = False
     while parsed:
         try:
-            outcomes.update(_apply_all(sf, policy, parsed, after_apply, on_new, after_batch))
+            outcomes.update(
+                _apply_all(sf, policy, parsed, after_apply, on_new, after_batch, isolated)
+            )
             break
+        except _Isolate as exc:
+            if isolated:  # cannot happen: an isolated mail's failure is its own
+                raise AssertionError("a failure escaped its savepoint") from exc
+            log.info("batch of %d again, each mail in a savepoint: %s", len(parsed), exc)
+            isolated = True
         except TransientFailure as exc:
             # Nothing of the batch was committed. The mail that met it waits its backoff
             # (or, the store gone, the error reaches the worker); the others go again.
@@ -147,6 +161,7 @@ def _apply_all(
     after_apply: AfterApply | None,
     on_new: OnNew | None,
     after_batch: AfterBatch | None,
+    isolated: bool,
 ) -> dict[int, Outcome]:
     outcomes: dict[int, Outcome] = {}
     with sf.begin() as session:
@@ -162,17 +177,20 @@ def _apply_all(
                 .with_for_update()
             )
         }
-        written: list[dict[str, Any]] = []
-        for item in parsed:
-            row = rows.get(item.row_id)
-            if row is None:
-                raise BatchAbandoned(f"no raw message {item.row_id}")
+        if any(p.row_id not in rows for p in parsed):
+            raise BatchAbandoned("a raw message of the batch is gone")
+        todo = [(rows[p.row_id], p.message) for p in parsed if rows[p.row_id].state not in FINISHED]
+        for row in rows.values():
             if row.state in FINISHED:  # another worker finished it meanwhile
                 outcomes[row.id] = Outcome(
                     row.id, row.state, row.ticket_id, row.article_id, row.reason
                 )
-                continue
-            outcome, values = _apply_one(session, policy, row, item.message, after_apply, on_new)
+        known = look_up(session, policy, todo)
+        apply = _apply_isolated if isolated else _apply_optimistic
+        written: list[dict[str, Any]] = []
+        for row, msg in todo:
+            outcome, values = apply(session, policy, row, msg, _Hooks(after_apply, on_new, known))
+            known.learn(msg, outcome)
             outcomes[row.id] = outcome
             written.append(values)
         if written:
@@ -191,26 +209,50 @@ def _apply_all(
     return outcomes
 
 
-def _apply_one(
-    session: Session,
-    policy: MailPolicy,
-    row: RawMessage,
-    msg: ParsedMessage,
-    after_apply: AfterApply | None,
-    on_new: OnNew | None,
+@dataclass(frozen=True)
+class _Hooks:
+    after_apply: AfterApply | None
+    on_new: OnNew | None
+    known: Known
+
+
+def _apply_optimistic(
+    session: Session, policy: MailPolicy, row: RawMessage, msg: ParsedMessage, hooks: _Hooks
+) -> tuple[Outcome, dict[str, Any]]:
+    """One mail without a savepoint: any failure sends the whole batch to the isolated
+    pass (a transient one first puts this mail back in the queue)."""
+    now = utcnow()
+    try:
+        outcome = apply_parsed(
+            session, policy, row, msg, hooks.after_apply, hooks.on_new, hooks.known
+        )
+        session.flush()  # its writes fail here, as this mail's, not as the next one's
+    except Exception as exc:
+        if is_transient(exc):
+            raise TransientFailure(row.id, exc) from exc
+        raise _Isolate(f"raw={row.id} {describe(exc)}") from exc
+    return outcome, _done(row, msg, outcome, now)
+
+
+def _apply_isolated(
+    session: Session, policy: MailPolicy, row: RawMessage, msg: ParsedMessage, hooks: _Hooks
 ) -> tuple[Outcome, dict[str, Any]]:
     """One mail in its own SAVEPOINT; its failure is rolled back to it and recorded."""
     now = utcnow()
     error: Exception | None = None
+    known: Known | None = hooks.known
     for attempt in range(2):
         try:
             with session.begin_nested():
-                outcome = apply_parsed(session, policy, row, msg, after_apply, on_new)
+                outcome = apply_parsed(
+                    session, policy, row, msg, hooks.after_apply, hooks.on_new, known
+                )
             return outcome, _done(row, msg, outcome, now)
         except IntegrityError as exc:
             # Another worker committed the same message a moment ago: the second try
-            # finds it as a duplicate. A second refusal is this mail's own.
-            error = exc
+            # looks again (not in what the batch looked up) and finds it as a duplicate.
+            # A second refusal is this mail's own.
+            error, known = exc, None
             if attempt == 1:
                 break
         except Exception as exc:  # noqa: BLE001 - this mail's, unless transient

@@ -47,6 +47,7 @@ from tickets.models import (
     Article,
     ArticleKind,
     AttachmentFile,
+    MailAddress,
     OutboxMessage,
     Participant,
     ParticipantRole,
@@ -84,6 +85,53 @@ class Outcome:
     article_id: int | None = None
     reason: str | None = None
     changes: tuple[Change, ...] = field(default=())
+
+
+@dataclass
+class Known:
+    """What a batch looked up once for all its mails (two queries, not two per mail):
+    which dedupe keys are stored, and which senders are marked bouncing (only theirs
+    need the UPDATE that lifts the mark). Mails of the batch add what they store."""
+
+    articles: dict[str, tuple[int, int]] = field(default_factory=dict)  # key → article, ticket
+    keys: set[str] = field(default_factory=set)  # the dedupe keys `articles` answers for
+    bouncing: set[str] = field(default_factory=set)
+    senders: set[str] = field(default_factory=set)  # the senders `bouncing` answers for
+
+    def may_bounce(self, email: str) -> bool:
+        email = email.lower()  # as the marks are stored
+        return email not in self.senders or email in self.bouncing
+
+    def learn(self, msg: ParsedMessage, outcome: Outcome) -> None:
+        """After a mail of the batch: its article is stored; a bounce may have marked
+        anyone (the senders' marks are looked up again, one by one)."""
+        if outcome.article_id is not None and outcome.ticket_id is not None:
+            key = _dedupe_key(msg)
+            self.articles[key] = (outcome.article_id, outcome.ticket_id)
+            self.keys.add(key)
+        if msg.kind is MailKind.BOUNCE:
+            self.senders.clear()
+
+
+def look_up(
+    session: Session, policy: MailPolicy, mails: list[tuple[RawMessage, ParsedMessage]]
+) -> Known:
+    """The batch's lookups, inside its transaction."""
+    known = Known(keys={_dedupe_key(msg) for _, msg in mails})
+    stored = select(Article.dedupe_key, Article.id, Article.ticket_id).where(
+        Article.dedupe_key.in_(known.keys)
+    )
+    for key, article_id, ticket_id in session.execute(stored):
+        if key is not None:
+            known.articles[key] = (article_id, ticket_id)
+    senders = {s.email.lower() for row, msg in mails if (s := _sender(policy, row, msg))}
+    if senders:
+        marked = select(MailAddress.email).where(
+            MailAddress.email.in_(senders), MailAddress.bouncing.is_(True)
+        )
+        known.bouncing = set(session.scalars(marked))
+    known.senders = senders
+    return known
 
 
 # --- process ------------------------------------------------------------------------------
@@ -204,10 +252,11 @@ def apply_parsed(
     parsed: ParsedMessage,
     after_apply: AfterApply | None,
     on_new: OnNew | None,
+    known: Known | None = None,
 ) -> Outcome:
     """Inside the caller's transaction: what one parsed mail means, applied, and what
     follows its changes (SLA clocks, mail). The caller records the outcome on the row."""
-    outcome = _apply(session, policy, row, parsed, on_new)
+    outcome = _apply(session, policy, row, parsed, on_new, known)
     if after_apply is not None and outcome.changes:
         after_apply(session, list(outcome.changes) + _quiet(policy, row, parsed, outcome))
     return outcome
@@ -292,16 +341,14 @@ def _apply(
     row: RawMessage,
     msg: ParsedMessage,
     on_new: OnNew | None = None,
+    known: Known | None = None,
 ) -> Outcome:
     dedupe_key = _dedupe_key(msg)
-    duplicate = session.scalar(select(Article).where(Article.dedupe_key == dedupe_key))
+    duplicate = _duplicate(session, dedupe_key, known)
     if duplicate is not None:
+        article_id, ticket_id = duplicate
         return Outcome(
-            row.id,
-            RawState.IGNORED,
-            duplicate.ticket_id,
-            duplicate.id,
-            f"duplicate of article {duplicate.id}",
+            row.id, RawState.IGNORED, ticket_id, article_id, f"duplicate of article {article_id}"
         )
     if msg.spam_reason and not row.envelope.get("released"):
         return Outcome(row.id, RawState.SPAM, reason=f"spam: {msg.spam_reason}"[:500])
@@ -324,7 +371,8 @@ def _apply(
         return _apply_agent(session, policy, row, msg, binding, dedupe_key)
     if policy.is_own(sender.email):
         return Outcome(row.id, RawState.IGNORED, reason="sent from one of our own addresses")
-    clear_bouncing(session, [sender.email])  # it writes to us: its mailbox works again
+    if known is None or known.may_bounce(sender.email):
+        clear_bouncing(session, [sender.email])  # it writes to us: its mailbox works again
 
     ticket = _find_ticket(session, policy, msg, sender, row.envelope)
     if ticket is not None and ticket.status != Status.CLOSED:
@@ -336,6 +384,16 @@ def _apply(
         survey.record_rating(session, ticket, rating, sender.email, article.id)
         return Outcome(row.id, RawState.PROCESSED, ticket.id, article.id, "survey answer")
     return _open_ticket(session, policy, row, msg, sender, dedupe_key, ticket, on_new)
+
+
+def _duplicate(session: Session, key: str, known: Known | None) -> tuple[int, int] | None:
+    """The article (and its ticket) already stored for this dedupe key, if any."""
+    if known is not None and key in known.keys:
+        return known.articles.get(key)
+    found = session.execute(
+        select(Article.id, Article.ticket_id).where(Article.dedupe_key == key)
+    ).first()
+    return (found[0], found[1]) if found is not None else None
 
 
 def _sender(policy: MailPolicy, row: RawMessage, msg: ParsedMessage) -> Address | None:
