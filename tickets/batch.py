@@ -222,6 +222,7 @@ def _apply_optimistic(
     """One mail without a savepoint: any failure sends the whole batch to the isolated
     pass (a transient one first puts this mail back in the queue)."""
     now = utcnow()
+    raw_id = row.id  # read now: a failed flush expires the row with the transaction
     try:
         outcome = apply_parsed(
             session, policy, row, msg, hooks.after_apply, hooks.on_new, hooks.known
@@ -229,8 +230,8 @@ def _apply_optimistic(
         session.flush()  # its writes fail here, as this mail's, not as the next one's
     except Exception as exc:
         if is_transient(exc):
-            raise TransientFailure(row.id, exc) from exc
-        raise _Isolate(f"raw={row.id} {describe(exc)}") from exc
+            raise TransientFailure(raw_id, exc) from exc
+        raise _Isolate(f"raw={raw_id} {describe(exc)}") from exc
     return outcome, _done(row, msg, outcome, now)
 
 
@@ -239,6 +240,7 @@ def _apply_isolated(
 ) -> tuple[Outcome, dict[str, Any]]:
     """One mail in its own SAVEPOINT; its failure is rolled back to it and recorded."""
     now = utcnow()
+    raw_id = row.id  # read now: a failure may expire the row
     error: Exception | None = None
     known: Known | None = hooks.known
     for attempt in range(2):
@@ -257,7 +259,7 @@ def _apply_isolated(
                 break
         except Exception as exc:  # noqa: BLE001 - this mail's, unless transient
             if is_transient(exc):
-                raise TransientFailure(row.id, exc) from exc
+                raise TransientFailure(raw_id, exc) from exc
             error = exc
             break
     assert error is not None
