@@ -118,8 +118,8 @@ class Desk:
         return process(self.sessions, self.policy, raw_id, self._after_ingest, self._new_clocks)
 
     def ingest_batch(self, raw_ids: Sequence[int]) -> list[Outcome]:
-        """Turn claimed rows into tickets in one transaction, each mail in a savepoint
-        (one bad mail ends `failed` alone); the search index follows once per batch."""
+        """Turn claimed rows into tickets in one transaction (cut by size: bounded
+        memory), one bad mail ending `failed` alone; the search index once per batch."""
         pending_index: list[int] = []
 
         def after(session: Session, changes: list[Change]) -> None:
@@ -127,6 +127,7 @@ class Desk:
 
         def index(session: Session) -> None:
             search.index(session, pending_index)
+            pending_index.clear()  # a batch of large mails commits in several groups
 
         return process_batch(self.sessions, self.policy, raw_ids, after, self._new_clocks, index)
 

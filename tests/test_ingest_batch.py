@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, func, select
 
+import tickets.batch
 import tickets.ingest
 from daemon.wiring import App
 from tests.helpers import count, make_app
@@ -162,6 +163,24 @@ def test_a_new_ticket_costs_few_statements_inside_a_batch(batch_app: App) -> Non
     per_mail = len(statements) / n
     assert per_mail <= MAX_STATEMENTS_PER_NEW_TICKET, (per_mail, sorted(set(statements)))
     assert statements.count("COMMIT") + statements.count("BEGIN") <= 2  # one transaction
+
+
+def test_a_batch_of_large_mails_commits_in_several_transactions(
+    batch_app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bound lowered to a few of these mails, instead of writing 16 MiB of mail.
+    monkeypatch.setattr(tickets.batch, "GROUP_BYTES", 700)
+    raws = [customer(n) for n in range(5)]
+    assert all(300 < len(raw) < 350 for raw in raws)  # two fit under the bound
+    ids = accept_many(batch_app.sessions, [(raw, {}) for raw in raws], "smtp")
+    commits: list[int] = []
+    event.listen(batch_app.engine, "commit", lambda conn: commits.append(1))
+    outcomes = batch_app.desk.ingest_batch(ids)
+    assert [o.state for o in outcomes] == ["processed"] * 5
+    assert len(commits) == 3  # two, two and one mail
+    assert count(batch_app, Ticket) == 5
+    with batch_app.sessions() as s:
+        assert set(search.search(s, "consulta")) == {o.ticket_id for o in outcomes}
 
 
 def test_the_worker_hands_the_desk_whole_batches(batch_app: App) -> None:

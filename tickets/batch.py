@@ -52,6 +52,9 @@ log = logging.getLogger("buzon.ingest")
 # Called once, inside the batch's transaction, after its last mail (deferred set-based
 # work such as the search index).
 AfterBatch = Callable[[Session], None]
+# Raw bytes one transaction reads and parses at most (with their parse, they are held
+# until it commits): a batch of large mails is cut into several transactions.
+GROUP_BYTES = 16 * 1024 * 1024
 
 
 class BatchAbandoned(Exception):
@@ -89,6 +92,41 @@ def process_batch(
     """Parse and apply these stored messages; one outcome per id, in order. Like
     `process`, it never raises for a message's own failure; only a store that cannot
     even record a deferral makes the error reach the caller."""
+    outcomes: dict[int, Outcome] = {}
+    for group in _by_size(sf, raw_ids):
+        outcomes.update(_process_group(sf, policy, group, after_apply, on_new, after_batch))
+    return [outcomes[raw_id] for raw_id in raw_ids]
+
+
+def _by_size(sf: SessionFactory, raw_ids: Sequence[int]) -> list[list[int]]:
+    """The ids in order, cut so that a transaction holds at most GROUP_BYTES of raw mail
+    (and its parse) in memory; a larger mail goes alone."""
+    with sf() as session:
+        sizes = dict(
+            session.execute(
+                select(RawMessage.id, RawMessage.size).where(RawMessage.id.in_(list(raw_ids)))
+            ).all()
+        )
+    groups: list[list[int]] = [[]]
+    held = 0
+    for raw_id in raw_ids:
+        size = int(sizes.get(raw_id) or 0)
+        if groups[-1] and held + size > GROUP_BYTES:
+            groups.append([])
+            held = 0
+        groups[-1].append(raw_id)
+        held += size
+    return [group for group in groups if group]
+
+
+def _process_group(
+    sf: SessionFactory,
+    policy: MailPolicy,
+    raw_ids: list[int],
+    after_apply: AfterApply | None,
+    on_new: OnNew | None,
+    after_batch: AfterBatch | None,
+) -> dict[int, Outcome]:
     outcomes: dict[int, Outcome] = {}
     alone: list[int] = []  # rows the batch leaves to the one-by-one path
     parsed: list[_Parsed] = []
@@ -129,7 +167,7 @@ def process_batch(
             break
     for raw_id in alone:
         outcomes[raw_id] = process(sf, policy, raw_id, after_apply, on_new)
-    return [outcomes[raw_id] for raw_id in raw_ids]
+    return outcomes
 
 
 def _unfinished(sf: SessionFactory, raw_ids: Sequence[int]) -> dict[int, bytes | Outcome]:
