@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm import defer as defer_column
 
 from parsers import ParsedMessage, parse
+from tickets.changes import TicketCreated
 from tickets.errors import describe
 from tickets.inbox import SessionFactory
 from tickets.ingest import (
@@ -145,10 +146,11 @@ def _process_group(
     isolated = False
     while parsed:
         try:
-            outcomes.update(
-                _apply_all(sf, policy, parsed, after_apply, on_new, after_batch, isolated)
+            done, parsed = _apply_all(
+                sf, policy, parsed, after_apply, on_new, after_batch, isolated
             )
-            break
+            outcomes.update(done)
+            isolated = False  # the rest, in a transaction of its own, optimistic again
         except _Isolate as exc:
             if isolated:  # cannot happen: an isolated mail's failure is its own
                 raise AssertionError("a failure escaped its savepoint") from exc
@@ -200,8 +202,13 @@ def _apply_all(
     on_new: OnNew | None,
     after_batch: AfterBatch | None,
     isolated: bool,
-) -> dict[int, Outcome]:
+) -> tuple[dict[int, Outcome], list[_Parsed]]:
+    """Apply `parsed` in one transaction, up to and including the first mail that wrote
+    to an existing ticket (a reply: its row is locked). Holding one such lock at most,
+    a transaction never waits for a ticket while holding another, so two workers never
+    deadlock on two tickets. Returns the outcomes and the mails left for the next one."""
     outcomes: dict[int, Outcome] = {}
+    rest: list[_Parsed] = []
     with sf.begin() as session:
         # Locked for the batch: a worker re-claiming them as stale waits for our COMMIT,
         # then finds them finished. The bytes were read and parsed above.
@@ -226,11 +233,15 @@ def _apply_all(
         known = look_up(session, policy, todo)
         apply = _apply_isolated if isolated else _apply_optimistic
         written: list[dict[str, Any]] = []
-        for row, msg in todo:
+        for n, (row, msg) in enumerate(todo):
             outcome, values = apply(session, policy, row, msg, _Hooks(after_apply, on_new, known))
             known.learn(msg, outcome)
             outcomes[row.id] = outcome
             written.append(values)
+            if _locked_a_ticket(outcome):
+                left = {r.id for r, _ in todo[n + 1 :]}
+                rest = [p for p in parsed if p.row_id in left]
+                break
         if written:
             # One executemany for the batch's rows, not one UPDATE per mail.
             session.execute(update(RawMessage), written)
@@ -244,7 +255,14 @@ def _apply_all(
             outcome.ticket_id,
             outcome.reason,
         )
-    return outcomes
+    return outcomes, rest
+
+
+def _locked_a_ticket(outcome: Outcome) -> bool:
+    """The mail changed a ticket that existed before it (a reply locks its row)."""
+    if outcome.ticket_id is None or outcome.state != RawState.PROCESSED:
+        return False
+    return not any(isinstance(change, TicketCreated) for change in outcome.changes)
 
 
 @dataclass(frozen=True)

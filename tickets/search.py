@@ -29,7 +29,9 @@ INDEX_CHUNK = 500  # tickets per set-based pass: bounded IN lists and memory
 def index(session: Session, ticket_ids: Iterable[int]) -> None:
     """(Re)index these tickets' subject and articles: a few set-based statements for
     any number of tickets (a batch of ingested mail indexes once)."""
-    ids = list(dict.fromkeys(ticket_ids))
+    # Sorted: two transactions writing the same tickets' rows take their locks in one
+    # order, and never wait for each other in a cycle.
+    ids = sorted(set(ticket_ids))
     for start in range(0, len(ids), INDEX_CHUNK):
         bodies = _ticket_texts(session, ids[start : start + INDEX_CHUNK])
         if bodies:
