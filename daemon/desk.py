@@ -11,7 +11,7 @@ file and no runner.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,7 +22,16 @@ from notifier.notify import Notifier
 from notifier.sla_mail import StaffRouting, notify_sla
 from notifier.staff_mail import StaffNotifier
 from tickets import actions, search, sla
-from tickets.changes import Change
+from tickets.batch import process_batch
+from tickets.changes import (
+    AgentMailRefused,
+    AgentReplied,
+    Change,
+    CustomerReplied,
+    Imported,
+    NoteAdded,
+    TicketCreated,
+)
 from tickets.housekeeping import close_resolved, tickets_to_remind
 from tickets.ingest import Outcome, process
 from tickets.models import Ticket, utcnow
@@ -31,6 +40,11 @@ from tickets.sla import SlaPolicy, fired_keys, refresh
 from tickets.webhooks import WebhookPlanner
 
 Action = Callable[[Session, Ticket], list[Change]]
+# The changes that add words to a ticket: its search index follows them.
+TEXT_CHANGES = (TicketCreated, CustomerReplied, AgentReplied, NoteAdded)
+# Changes that move nothing the SLA clocks read (status, priority, category, level,
+# first response, resolution): after them alone the clocks are not recomputed.
+CLOCK_NEUTRAL = (CustomerReplied, NoteAdded, Imported, AgentMailRefused)
 
 BATCH = 500  # tickets per scheduled transaction: short transactions, bounded memory
 MAX_BATCHES = 1000  # a guard: a pass never loops forever, the next run goes on
@@ -71,17 +85,31 @@ class Desk:
     # --- what follows every change -------------------------------------------------------
 
     def after_change(
-        self, session: Session, changes: list[Change], now: datetime | None = None
+        self,
+        session: Session,
+        changes: list[Change],
+        now: datetime | None = None,
+        *,
+        clocks_set: bool = False,
+        index_later: list[int] | None = None,
     ) -> list[Queued]:
         """Inside the change's transaction: SLA clocks first (the mail may show them),
         then the outbox rows: the customers' mail, then the agents', then the webhook
-        deliveries."""
+        deliveries.
+
+        `clocks_set`: a created ticket's clocks were set before its INSERT (ingest's
+        `on_new`), not again. `index_later`: the tickets to (re)index are collected there
+        for one set-based pass at the end of a batch, instead of indexed now."""
         now = now or self.clock()
-        for ticket_id in dict.fromkeys(c.ticket_id for c in changes):
+        for ticket_id in _clock_tickets(changes, clocks_set):
             ticket = session.get(Ticket, ticket_id)
             if ticket is not None:
                 refresh(ticket, self.sla_policy, now, fired_keys(session, ticket_id))
-        search.follow(session, changes)
+        texts = [c.ticket_id for c in changes if isinstance(c, TEXT_CHANGES)]
+        if index_later is None:
+            search.index(session, texts)
+        else:
+            index_later += texts
         queued = self.notifier.notify(session, changes, now)
         if self.staff is not None:
             queued += self.staff.notify(session, changes, now)
@@ -92,8 +120,22 @@ class Desk:
     # --- the interfaces ------------------------------------------------------------------
 
     def ingest(self, raw_id: int) -> Outcome:
-        """Turn one stored raw message into tickets (every intake, pipe and reprocess)."""
-        return process(self.sessions, self.policy, raw_id, self._after_ingest)
+        """Turn one stored raw message into tickets (pipe, reprocess, the IMAP poller)."""
+        return process(self.sessions, self.policy, raw_id, self._after_ingest, self._new_clocks)
+
+    def ingest_batch(self, raw_ids: Sequence[int]) -> list[Outcome]:
+        """Turn claimed rows into tickets in one transaction (cut by size: bounded
+        memory), one bad mail ending `failed` alone; the search index once per batch."""
+        pending_index: list[int] = []
+
+        def after(session: Session, changes: list[Change]) -> None:
+            self.after_change(session, changes, clocks_set=True, index_later=pending_index)
+
+        def index(session: Session) -> None:
+            search.index(session, pending_index)
+            pending_index.clear()  # a batch of large mails commits in several groups
+
+        return process_batch(self.sessions, self.policy, raw_ids, after, self._new_clocks, index)
 
     def act(self, number: int, action: Action, now: datetime | None = None) -> Acted:
         """One agent action on ticket `number`, in one transaction with its mail."""
@@ -162,4 +204,18 @@ class Desk:
         return total
 
     def _after_ingest(self, session: Session, changes: list[Change]) -> None:
-        self.after_change(session, changes)
+        self.after_change(session, changes, clocks_set=True)
+
+    def _new_clocks(self, ticket: Ticket) -> None:
+        """A ticket being opened from mail: its clocks, before its INSERT (nothing fired)."""
+        refresh(ticket, self.sla_policy, self.clock(), {})
+
+
+def _clock_tickets(changes: list[Change], clocks_set: bool) -> list[int]:
+    """The tickets whose clocks these changes may move, each once."""
+    moved = [
+        c.ticket_id
+        for c in changes
+        if not isinstance(c, CLOCK_NEUTRAL) and not (clocks_set and isinstance(c, TicketCreated))
+    ]
+    return list(dict.fromkeys(moved))

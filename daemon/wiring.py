@@ -441,6 +441,7 @@ class App:
         worker = IngestWorker(
             self.sessions,
             self.desk.ingest,
+            ingest_batch=self.desk.ingest_batch,
             instance=self.instance,
             batch_size=cfg.batch_size,
             poll_interval=cfg.poll_interval,
@@ -543,6 +544,7 @@ class App:
             credentials=credentials_for(mailbox, self.settings.data_dir),
             sessions=self.sessions,
             ingest=lambda raw_id: self.desk.ingest(raw_id).state,
+            ingest_batch=lambda ids: [o.state for o in self.desk.ingest_batch(ids)],
             holder=self.instance,
             lease_seconds=imap.lease_seconds,
             backoff=Backoff(imap.reconnect_min_seconds, imap.reconnect_max_seconds),

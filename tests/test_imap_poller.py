@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from daemon.intake.imap_poller import ImapPoller, mailbox_status
 from daemon.wiring import App
@@ -86,6 +86,45 @@ def test_backlog_is_ingested_once_and_a_restart_fetches_nothing_again(
     with running(poller(app)) as again:
         wait_for(again.working.is_set, "the second poller to work the mailbox")
     assert count(app, Ticket) == 500 and count(app, RawMessage) == 500
+    assert count(app, RawMessage, RawMessage.state != "processed") == 0
+
+
+def test_a_fetched_batch_is_stored_with_one_commit_and_processed_as_one_batch(
+    tmp_path: Path, dovecot: Dovecot
+) -> None:
+    dovecot.append_many(customer_mail(n) for n in range(12))
+    app = imap_app(tmp_path, dovecot, batch_size=12)
+    inserts = [0]  # rows inserted into raw_messages since the last commit
+    per_commit: list[int] = []
+
+    def counted(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("INSERT INTO raw_messages"):
+            inserts[0] += 1
+
+    def committed(conn: Any) -> None:
+        if inserts[0]:
+            per_commit.append(inserts[0])
+        inserts[0] = 0
+
+    the_poller = poller(app)
+    batches: list[list[int]] = []
+    desk_batch = the_poller.ingest_batch
+    assert desk_batch is not None
+
+    def ingest_batch(raw_ids: list[int]) -> list[str]:
+        batches.append(list(raw_ids))
+        return desk_batch(raw_ids)
+
+    the_poller.ingest_batch = ingest_batch
+    event.listen(app.engine, "before_cursor_execute", counted)
+    event.listen(app.engine, "commit", committed)
+    with running(the_poller):
+        wait_for(lambda: state(app).last_uid == 12, "last_uid 12")
+    event.remove(app.engine, "before_cursor_execute", counted)
+    event.remove(app.engine, "commit", committed)
+    assert per_commit == [12]  # the twelve rows stored in one transaction
+    assert [len(b) for b in batches] == [12]
+    assert count(app, Ticket) == 12
     assert count(app, RawMessage, RawMessage.state != "processed") == 0
 
 

@@ -47,6 +47,7 @@ from tickets.models import (
     Article,
     ArticleKind,
     AttachmentFile,
+    MailAddress,
     OutboxMessage,
     Participant,
     ParticipantRole,
@@ -61,6 +62,9 @@ from tickets.routing import Incoming, apply_route, route
 log = logging.getLogger("buzon.ingest")
 
 AfterApply = Callable[[Session, list[Change]], None]
+# Called on a ticket being opened, before its INSERT: it sets the SLA due times then, so
+# that the row is written once, not inserted and updated right after.
+OnNew = Callable[[Ticket], None]
 
 NO_SUBJECT = "(sin asunto)"
 ROUTING_ACTOR = "buzon-routing"
@@ -83,11 +87,62 @@ class Outcome:
     changes: tuple[Change, ...] = field(default=())
 
 
+@dataclass
+class Known:
+    """What a batch looked up once for all its mails (two queries, not two per mail):
+    which dedupe keys are stored, and which senders are marked bouncing (only theirs
+    need the UPDATE that lifts the mark). Mails of the batch add what they store."""
+
+    articles: dict[str, tuple[int, int]] = field(default_factory=dict)  # key → article, ticket
+    keys: set[str] = field(default_factory=set)  # the dedupe keys `articles` answers for
+    bouncing: set[str] = field(default_factory=set)
+    senders: set[str] = field(default_factory=set)  # the senders `bouncing` answers for
+
+    def may_bounce(self, email: str) -> bool:
+        email = email.lower()  # as the marks are stored
+        return email not in self.senders or email in self.bouncing
+
+    def learn(self, msg: ParsedMessage, outcome: Outcome) -> None:
+        """After a mail of the batch: its article is stored; a bounce may have marked
+        anyone (the senders' marks are looked up again, one by one)."""
+        if outcome.article_id is not None and outcome.ticket_id is not None:
+            key = _dedupe_key(msg)
+            self.articles[key] = (outcome.article_id, outcome.ticket_id)
+            self.keys.add(key)
+        if msg.kind is MailKind.BOUNCE:
+            self.senders.clear()
+
+
+def look_up(
+    session: Session, policy: MailPolicy, mails: list[tuple[RawMessage, ParsedMessage]]
+) -> Known:
+    """The batch's lookups, inside its transaction."""
+    known = Known(keys={_dedupe_key(msg) for _, msg in mails})
+    stored = select(Article.dedupe_key, Article.id, Article.ticket_id).where(
+        Article.dedupe_key.in_(known.keys)
+    )
+    for key, article_id, ticket_id in session.execute(stored):
+        if key is not None:
+            known.articles[key] = (article_id, ticket_id)
+    senders = {s.email.lower() for row, msg in mails if (s := _sender(policy, row, msg))}
+    if senders:
+        marked = select(MailAddress.email).where(
+            MailAddress.email.in_(senders), MailAddress.bouncing.is_(True)
+        )
+        known.bouncing = set(session.scalars(marked))
+    known.senders = senders
+    return known
+
+
 # --- process ------------------------------------------------------------------------------
 
 
 def process(
-    sf: SessionFactory, policy: MailPolicy, raw_id: int, after_apply: AfterApply | None = None
+    sf: SessionFactory,
+    policy: MailPolicy,
+    raw_id: int,
+    after_apply: AfterApply | None = None,
+    on_new: OnNew | None = None,
 ) -> Outcome:
     """Parse and apply one stored message. Never raises for the message's own failures:
     the row records them (`failed`, then `quarantined`). A transient failure (disk full,
@@ -95,7 +150,7 @@ def process(
     be written (the database is gone) does the error reach the caller, the row unharmed."""
     for attempt in range(2):
         try:
-            return _process_once(sf, policy, raw_id, after_apply)
+            return _process_once(sf, policy, raw_id, after_apply, on_new)
         except IntegrityError as exc:
             # Another worker committed the same message a moment ago: the second pass
             # finds it as a duplicate. A second refusal is this mail's own.
@@ -103,7 +158,7 @@ def process(
                 return _record_failure(sf, policy, raw_id, exc)
         except Exception as exc:  # noqa: BLE001 - every failure ends in the row's state
             if is_transient(exc):
-                return _retry_later(sf, policy, raw_id, exc)
+                return retry_later(sf, policy, raw_id, exc)
             return _record_failure(sf, policy, raw_id, exc)
     raise AssertionError("unreachable")
 
@@ -153,7 +208,11 @@ def _db_transient(exc: DBAPIError) -> bool:
 
 
 def _process_once(
-    sf: SessionFactory, policy: MailPolicy, raw_id: int, after_apply: AfterApply | None
+    sf: SessionFactory,
+    policy: MailPolicy,
+    raw_id: int,
+    after_apply: AfterApply | None,
+    on_new: OnNew | None,
 ) -> Outcome:
     # Parsed before the write transaction: a hostile mail's parse (within the parser's
     # limits) never holds SQLite's write lock, nor a row lock on PostgreSQL.
@@ -171,13 +230,11 @@ def _process_once(
         if row.state in FINISHED:  # another worker finished it meanwhile
             return Outcome(raw_id, row.state, row.ticket_id, row.article_id, row.reason)
         row.message_id = bounded_id(parsed.message_id)
-        outcome = _apply(session, policy, row, parsed)
+        outcome = apply_parsed(session, policy, row, parsed, after_apply, on_new)
         row.state, row.reason = outcome.state, outcome.reason
         row.ticket_id, row.article_id = outcome.ticket_id, outcome.article_id
         row.processed_at = utcnow()
         row.attempts += 1
-        if after_apply is not None and outcome.changes:
-            after_apply(session, list(outcome.changes) + _quiet(policy, row, parsed, outcome))
     log.info(
         "processed raw=%s state=%s ticket=%s reason=%s",
         raw_id,
@@ -185,6 +242,23 @@ def _process_once(
         outcome.ticket_id,
         outcome.reason,
     )
+    return outcome
+
+
+def apply_parsed(
+    session: Session,
+    policy: MailPolicy,
+    row: RawMessage,
+    parsed: ParsedMessage,
+    after_apply: AfterApply | None,
+    on_new: OnNew | None,
+    known: Known | None = None,
+) -> Outcome:
+    """Inside the caller's transaction: what one parsed mail means, applied, and what
+    follows its changes (SLA clocks, mail). The caller records the outcome on the row."""
+    outcome = _apply(session, policy, row, parsed, on_new, known)
+    if after_apply is not None and outcome.changes:
+        after_apply(session, list(outcome.changes) + _quiet(policy, row, parsed, outcome))
     return outcome
 
 
@@ -224,7 +298,7 @@ def _record_failure(sf: SessionFactory, policy: MailPolicy, raw_id: int, exc: Ex
     return Outcome(raw_id, state, reason=error)
 
 
-def _retry_later(sf: SessionFactory, policy: MailPolicy, raw_id: int, exc: Exception) -> Outcome:
+def retry_later(sf: SessionFactory, policy: MailPolicy, raw_id: int, exc: Exception) -> Outcome:
     error = describe(exc, 500)
     backoff = Backoff(policy.retry_base_seconds, policy.retry_max_seconds)
     state, delay = defer(sf, raw_id, error, backoff)
@@ -261,16 +335,20 @@ def _usable(address: Address) -> bool:
     return 3 <= len(email) <= MAX_ADDRESS and "@" in email and "\x00" not in email
 
 
-def _apply(session: Session, policy: MailPolicy, row: RawMessage, msg: ParsedMessage) -> Outcome:
+def _apply(
+    session: Session,
+    policy: MailPolicy,
+    row: RawMessage,
+    msg: ParsedMessage,
+    on_new: OnNew | None = None,
+    known: Known | None = None,
+) -> Outcome:
     dedupe_key = _dedupe_key(msg)
-    duplicate = session.scalar(select(Article).where(Article.dedupe_key == dedupe_key))
+    duplicate = _duplicate(session, dedupe_key, known)
     if duplicate is not None:
+        article_id, ticket_id = duplicate
         return Outcome(
-            row.id,
-            RawState.IGNORED,
-            duplicate.ticket_id,
-            duplicate.id,
-            f"duplicate of article {duplicate.id}",
+            row.id, RawState.IGNORED, ticket_id, article_id, f"duplicate of article {article_id}"
         )
     if msg.spam_reason and not row.envelope.get("released"):
         return Outcome(row.id, RawState.SPAM, reason=f"spam: {msg.spam_reason}"[:500])
@@ -293,7 +371,8 @@ def _apply(session: Session, policy: MailPolicy, row: RawMessage, msg: ParsedMes
         return _apply_agent(session, policy, row, msg, binding, dedupe_key)
     if policy.is_own(sender.email):
         return Outcome(row.id, RawState.IGNORED, reason="sent from one of our own addresses")
-    clear_bouncing(session, [sender.email])  # it writes to us: its mailbox works again
+    if known is None or known.may_bounce(sender.email):
+        clear_bouncing(session, [sender.email])  # it writes to us: its mailbox works again
 
     ticket = _find_ticket(session, policy, msg, sender, row.envelope)
     if ticket is not None and ticket.status != Status.CLOSED:
@@ -304,7 +383,17 @@ def _apply(session: Session, policy: MailPolicy, row: RawMessage, msg: ParsedMes
         article = _add_article(session, policy, row, msg, ticket, sender, dedupe_key)
         survey.record_rating(session, ticket, rating, sender.email, article.id)
         return Outcome(row.id, RawState.PROCESSED, ticket.id, article.id, "survey answer")
-    return _open_ticket(session, policy, row, msg, sender, dedupe_key, parent=ticket)
+    return _open_ticket(session, policy, row, msg, sender, dedupe_key, ticket, on_new)
+
+
+def _duplicate(session: Session, key: str, known: Known | None) -> tuple[int, int] | None:
+    """The article (and its ticket) already stored for this dedupe key, if any."""
+    if known is not None and key in known.keys:
+        return known.articles.get(key)
+    found = session.execute(
+        select(Article.id, Article.ticket_id).where(Article.dedupe_key == key)
+    ).first()
+    return (found[0], found[1]) if found is not None else None
 
 
 def _sender(policy: MailPolicy, row: RawMessage, msg: ParsedMessage) -> Address | None:
@@ -436,26 +525,41 @@ def _open_ticket(
     sender: Address,
     dedupe_key: str,
     parent: Ticket | None,
+    on_new: OnNew | None,
 ) -> Outcome:
     subject = strip_reply_prefixes(remove_tag(policy.subject_tag, msg.subject)) or NO_SUBJECT
     language = msg.language if msg.language in ("es", "en") else policy.default_language
+    recipients = _recipients(msg, row.envelope)
+    now = utcnow()
     ticket = Ticket(
         subject=subject[:2000],
         status=Status.NEW.value,
         requester=sender.email,
         language=language,
         parent_id=parent.id if parent else None,
+        queue_address=next((a for a in recipients if policy.is_own(a)), None),
+        # The column defaults, set here: the SLA clocks read them before the INSERT.
+        priority="P3",
+        level=1,
+        category="general",
+        tags=[],
+        sla_paused_seconds=0,
+        created_at=now,
+        updated_at=now,
     )
+    # Everything the ticket row holds is decided before its INSERT (routing, then the
+    # SLA clocks through `on_new`): one INSERT, no UPDATE of the row just written. Kept
+    # pending until then, its participants and events collections start known and empty
+    # (no lazy load of what this very mail added).
     session.add(ticket)
-    session.flush()
     _add_participant(session, ticket, sender, ParticipantRole.REQUESTER, policy)
     _add_copied(session, policy, ticket, msg, sender, known={sender.email})
-    article = _add_article(session, policy, row, msg, ticket, sender, dedupe_key)
     record(session, ticket, "created", sender.email, source=row.source, raw_id=row.id)
-    recipients = _recipients(msg, row.envelope)
-    ticket.queue_address = next((a for a in recipients if policy.is_own(a)), None)
     routed = route(policy.routing, _incoming(row, msg, sender, recipients))
     apply_route(session, ticket, routed, policy.matrix, ROUTING_ACTOR)
+    if on_new is not None:
+        on_new(ticket)
+    article = _add_article(session, policy, row, msg, ticket, sender, dedupe_key)
     if parent is not None:
         record(
             session,
@@ -652,6 +756,8 @@ def _add_article(
 def _agent_binding(
     policy: MailPolicy, row: RawMessage, msg: ParsedMessage, sender: Address
 ) -> agent_mail.AgentBinding | None:
+    if not policy.is_agent(sender.email):
+        return None  # not an agent: the raw bytes (deferred) are not loaded for nothing
     rcpts = [a.email for a in (*msg.to, *msg.cc)]
     rcpts += [*msg.delivered_to, *(row.envelope.get("rcpt_tos") or [])]
     return agent_mail.bind(policy, row.raw, msg, sender, rcpts)

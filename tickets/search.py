@@ -3,93 +3,58 @@
 One interface, two engines: SQLite's FTS5 over words stemmed by Snowball's Spanish
 stemmer, PostgreSQL's `tsvector` with its Spanish configuration. Either way accents and
 case do not matter and a word finds its inflections (`facturas` finds "factura").
-The index is kept by the desk inside the transaction of every change that adds text to
-a ticket: a new ticket is indexed whole, a reply or a note only appends its own words
-(re-reading and re-stemming a long thread on every reply was 40 % of processing).
-Stemming runs in C when PyStemmer is installed (snowballstemmer picks it up), and each
-distinct word is stemmed once per process.
+The index is refreshed by the desk inside the transaction of every change that adds
+text to a ticket (once per batch of ingested mail). Stemming runs in C when PyStemmer
+is installed (snowballstemmer picks it up), and each distinct word is stemmed once.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
-from functools import lru_cache
 
 import snowballstemmer
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from tickets.changes import AgentReplied, Change, CustomerReplied, NoteAdded, TicketCreated
 from tickets.models import Article, Ticket
 from tickets.routing import fold
 
 _WORD = re.compile(r"\w+")
 _STEMMER = snowballstemmer.stemmer("spanish")
 MAX_INDEXED = 200_000  # characters of a ticket's text that are indexed
-
-
-def follow(session: Session, changes: Iterable[Change]) -> None:
-    """Keep the index up with these changes: new tickets whole, new articles appended."""
-    added: dict[int, list[int]] = {}
-    for change in changes:
-        if isinstance(change, TicketCreated):
-            index(session, [change.ticket_id])
-            added.pop(change.ticket_id, None)  # indexed whole, its first article included
-        elif isinstance(change, CustomerReplied | AgentReplied | NoteAdded):
-            added.setdefault(change.ticket_id, []).append(change.article_id)
-    for ticket_id, article_ids in added.items():
-        _append(session, ticket_id, article_ids)
+INDEX_CHUNK = 500  # tickets per set-based pass: bounded IN lists and memory
 
 
 def index(session: Session, ticket_ids: Iterable[int]) -> None:
-    """(Re)index these tickets' subject and articles."""
-    for ticket_id in dict.fromkeys(ticket_ids):
-        body = _ticket_text(session, ticket_id)
-        if body is not None:
-            _store(session, ticket_id, body)
+    """(Re)index these tickets' subject and articles: a few set-based statements for
+    any number of tickets (a batch of ingested mail indexes once)."""
+    # Sorted: two transactions writing the same tickets' rows take their locks in one
+    # order, and never wait for each other in a cycle.
+    ids = sorted(set(ticket_ids))
+    for start in range(0, len(ids), INDEX_CHUNK):
+        bodies = _ticket_texts(session, ids[start : start + INDEX_CHUNK])
+        if bodies:
+            _write(session, bodies)
 
 
-def _append(session: Session, ticket_id: int, article_ids: list[int]) -> None:
-    """Add these articles' words to a ticket's indexed text (the whole text when the
-    ticket has no row yet: indexed before search existed, or merged into)."""
-    postgres = _is_postgres(session)
-    column = "ticket_id" if postgres else "rowid"
-    indexed = session.scalar(
-        text(f"SELECT body FROM ticket_search WHERE {column} = :id"), {"id": ticket_id}
-    )
-    if indexed is None:
-        index(session, [ticket_id])
-        return
-    if len(indexed) >= MAX_INDEXED:
-        return
-    texts = session.scalars(
-        select(Article.new_text).where(Article.id.in_(article_ids)).order_by(Article.id)
-    )
-    new = "\n".join(t for t in texts if t)
-    if not new:
-        return
-    if postgres:
-        body = (indexed + "\n" + new)[:MAX_INDEXED]
-    else:
-        body = (indexed + " " + stems(new))[:MAX_INDEXED]
-    _store(session, ticket_id, body, stemmed=True)
-
-
-def _store(session: Session, ticket_id: int, body: str, *, stemmed: bool = False) -> None:
-    if _is_postgres(session):  # PostgreSQL stems at query time (to_tsvector 'spanish')
+def _write(session: Session, bodies: dict[int, str]) -> None:
+    if _is_postgres(session):
         session.execute(
             text(
                 "INSERT INTO ticket_search (ticket_id, body) VALUES (:id, :body) "
                 "ON CONFLICT (ticket_id) DO UPDATE SET body = excluded.body"
             ),
-            {"id": ticket_id, "body": body},
+            [{"id": ticket_id, "body": body} for ticket_id, body in bodies.items()],
         )
         return
-    session.execute(text("DELETE FROM ticket_search WHERE rowid = :id"), {"id": ticket_id})
+    session.execute(
+        text("DELETE FROM ticket_search WHERE rowid = :id"), [{"id": i} for i in bodies]
+    )
     session.execute(
         text("INSERT INTO ticket_search (rowid, body) VALUES (:id, :body)"),
-        {"id": ticket_id, "body": body if stemmed else stems(body)},
+        [{"id": ticket_id, "body": stems(body)} for ticket_id, body in bodies.items()],
     )
 
 
@@ -148,22 +113,29 @@ def _stem_all(words: list[str]) -> list[str]:
     return [_stem(word) for word in words]
 
 
-@lru_cache(maxsize=100_000)
+# Stemming (pure Python) was the larger part of indexing a mail; a mail's words mostly
+# recur, so each distinct word is stemmed once per process (bounded memory).
+@functools.lru_cache(maxsize=100_000)
 def _stem(word: str) -> str:
     """Stemmed with its accents (the stemmer's rules know "-ación"), then folded, so
     that a word typed without accents still meets its stem."""
-    stem: str = _STEMMER.stemWord(word)
-    return fold(stem)
+    return fold(_STEMMER.stemWord(word))
 
 
-def _ticket_text(session: Session, ticket_id: int) -> str | None:
-    subject = session.scalar(select(Ticket.subject).where(Ticket.id == ticket_id))
-    if subject is None:
-        return None
-    texts = session.scalars(
-        select(Article.new_text).where(Article.ticket_id == ticket_id).order_by(Article.id)
+def _ticket_texts(session: Session, ticket_ids: list[int]) -> dict[int, str]:
+    """Each existing ticket's subject and articles' new text, as indexed."""
+    found = session.execute(select(Ticket.id, Ticket.subject).where(Ticket.id.in_(ticket_ids)))
+    subjects = {ticket_id: subject for ticket_id, subject in found}
+    parts: dict[int, list[str]] = {ticket_id: [subject] for ticket_id, subject in subjects.items()}
+    texts = session.execute(
+        select(Article.ticket_id, Article.new_text)
+        .where(Article.ticket_id.in_(list(subjects)))
+        .order_by(Article.ticket_id, Article.id)
     )
-    return "\n".join([subject, *(t for t in texts if t)])[:MAX_INDEXED]
+    for ticket_id, new_text in texts:
+        if new_text:
+            parts[ticket_id].append(new_text)
+    return {ticket_id: "\n".join(lines)[:MAX_INDEXED] for ticket_id, lines in parts.items()}
 
 
 def _is_postgres(session: Session) -> bool:

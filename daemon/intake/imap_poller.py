@@ -2,8 +2,9 @@
 
 For every message above the last UID ingested (never UNSEEN: a mail read in Outlook
 still counts) it fetches RFC822.SIZE first, then BODY.PEEK[] in batches bounded by
-count and bytes, commits the exact bytes (`accept`), has the desk process that row at
-once, and only then marks, moves or deletes the message on the server. The last UID and the
+count and bytes, commits the exact bytes of each fetched batch in one transaction
+(`accept_many`), has the desk process those rows at once (as one batch, one
+transaction), and only then marks, moves or deletes the message on the server. The last UID and the
 UIDVALIDITY live in `imap_mailboxes`; a UIDVALIDITY change refetches the folder and
 the store's dedupe (plus a lookup of the same bytes stored earlier) keeps it to one
 article per mail. A lease (`imap:<name>`) keeps other instances off the mailbox.
@@ -38,7 +39,7 @@ from daemon.config import ImapMailbox
 from daemon.intake.imap_auth import Credentials, TokenError
 from tickets import leases
 from tickets.errors import describe as describe_error
-from tickets.inbox import StoreUnavailable, accept, record_unfetched, stored_before
+from tickets.inbox import StoreUnavailable, accept_many, record_unfetched, stored_before
 from tickets.models import ImapMailboxState, RawState, utcnow
 
 log = logging.getLogger("buzon.imap")
@@ -49,6 +50,7 @@ SEEN = b"\\Seen"
 FLAGGED = b"\\Flagged"
 SIZE_CHUNK = 1000  # UIDs whose sizes are asked at once: bounds that response too
 FAILED_STATES = (RawState.FAILED, RawState.QUARANTINED)
+_UNPROCESSED = (RawState.PENDING, RawState.PROCESSING)  # stored, not yet turned into tickets
 
 
 class LeaseLost(Exception):
@@ -128,6 +130,7 @@ class ImapPoller:
         credentials: Credentials,
         sessions: sessionmaker[Session],
         ingest: Callable[[int], str],
+        ingest_batch: Callable[[list[int]], list[str]] | None = None,
         holder: str,
         lease_seconds: float = 60,
         backoff: Backoff | None = None,
@@ -143,6 +146,7 @@ class ImapPoller:
         # Turns a stored row into tickets and returns its state (the desk; the benchmark
         # passes a stand-in to measure the poller's own cost).
         self.ingest = ingest
+        self.ingest_batch = ingest_batch  # the same for a fetched batch, in one transaction
         self.lease_name = f"imap:{mailbox.name}"
         self.lease_seconds = lease_seconds
         self.backoff = backoff or Backoff()
@@ -397,14 +401,13 @@ class ImapPoller:
         fetched = client.fetch(small, ["BODY.PEEK[]"]) if small else {}
         bodies = {uid: data[b"BODY[]"] for uid, data in fetched.items()}
         del fetched
-        known = self._stored_before([hashlib.sha256(raw).hexdigest() for raw in bodies.values()])
+        states = self._store_and_process(bodies)
         done: list[int] = []
         failed: list[int] = []
         for uid in uids:
             state: str | None
-            if uid in bodies:
-                raw = bodies.pop(uid)
-                state = self._store(raw, uid, known.get(hashlib.sha256(raw).hexdigest()))
+            if uid in states:
+                state = states[uid]
             elif uid in sizes and uid not in small:
                 state = self._store_oversize(client, uid, int(sizes[uid][b"RFC822.SIZE"]))
             else:
@@ -418,19 +421,33 @@ class ImapPoller:
 
     # --- storing ----------------------------------------------------------------------------
 
-    def _store(self, raw: bytes, uid: int, known: tuple[int, str] | None) -> str:
-        """Commit the bytes (unless `known`: stored by an earlier pass), process, return state."""
-        if known is None:
-            raw_id = accept(self.sessions, raw, "imap", self._envelope(uid))
-            if self.on_accept is not None:
-                self.on_accept()
-            state: str = RawState.PENDING
-        else:
-            raw_id, state = known
-        if state in (RawState.PENDING, RawState.PROCESSING):
-            state = self.ingest(raw_id)
-        self._count(state)
-        return state
+    def _store_and_process(self, bodies: dict[int, bytes]) -> dict[int, str]:
+        """Commit the fetched bodies not stored before, all in ONE transaction, then
+        process every row still to do (as one batch when the desk takes batches);
+        returns each UID's state."""
+        digests = {uid: hashlib.sha256(raw).hexdigest() for uid, raw in bodies.items()}
+        known = self._stored_before(list(digests.values()))
+        rows: dict[int, tuple[int, str]] = {}
+        new = [uid for uid in bodies if digests[uid] not in known]
+        if new:
+            items = [(bodies[uid], self._envelope(uid)) for uid in new]
+            for uid, raw_id in zip(new, accept_many(self.sessions, items, "imap"), strict=True):
+                rows[uid] = (raw_id, RawState.PENDING)
+                if self.on_accept is not None:
+                    self.on_accept()
+        rows.update({uid: known[digests[uid]] for uid in bodies if uid not in rows})
+        bodies.clear()  # committed: the bytes are not held while processing
+        todo = [uid for uid, (_, state) in rows.items() if state in _UNPROCESSED]
+        for uid, state in zip(todo, self._process([rows[uid][0] for uid in todo]), strict=True):
+            rows[uid] = (rows[uid][0], state)
+        for _, state in rows.values():
+            self._count(state)
+        return {uid: state for uid, (_, state) in rows.items()}
+
+    def _process(self, raw_ids: list[int]) -> list[str]:
+        if self.ingest_batch is not None and raw_ids:
+            return self.ingest_batch(raw_ids)
+        return [self.ingest(raw_id) for raw_id in raw_ids]
 
     def _stored_before(self, digests: list[str]) -> dict[str, tuple[int, str]]:
         """Rows of the same bytes fetched before a crash or a UIDVALIDITY reset: reused,

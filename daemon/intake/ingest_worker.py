@@ -1,7 +1,8 @@
-"""The ingest worker: claims stored messages and hands each to the desk.
+"""The ingest worker: claims stored messages and hands them to the desk in batches.
 
 It wakes when an intake stores mail (or every `poll_interval`), claims a batch, and
-has the desk turn each row into tickets. On `stop` it drains what is pending within
+has the desk turn the batch into tickets in one transaction (`Desk.ingest_batch`: each
+mail in a savepoint, one bad mail fails alone). On `stop` it drains what is pending within
 `shutdown_grace` (waiting while an upstream intake still finishes its transactions);
 the rest waits in the store for the next start.
 """
@@ -47,6 +48,7 @@ class IngestWorker:
         sessions: sessionmaker[Session],
         ingest: Callable[[int], Outcome],
         *,
+        ingest_batch: Callable[[list[int]], list[Outcome]] | None = None,
         instance: str,
         batch_size: int = 50,
         poll_interval: float = 2.0,
@@ -56,6 +58,7 @@ class IngestWorker:
     ) -> None:
         self.sessions = sessions
         self.ingest = ingest
+        self.ingest_batch = ingest_batch  # None: one transaction per mail
         self.instance = instance
         self.batch_size = batch_size
         self.poll_interval = poll_interval
@@ -93,10 +96,29 @@ class IngestWorker:
             release(self.sessions, self._unfinished, self.instance)
             self._unfinished = ()
         ids = claim_pending(self.sessions, self.instance, self.batch_size, self.stale_claim_seconds)
-        for n, raw_id in enumerate(ids):
+        done = self._ingest_together(ids) if self.ingest_batch is not None and ids else 0
+        for n, raw_id in enumerate(ids[done:], done):
             self._unfinished = tuple(ids[n:])
             self._count(self._ingest_one(raw_id))
         self._unfinished = ()
+        return len(ids)
+
+    def _ingest_together(self, ids: list[int]) -> int:
+        """The batch in one transaction; how many rows it finished (all, or none when it
+        failed in a way of its own: then the rows go one by one)."""
+        assert self.ingest_batch is not None
+        self._unfinished = tuple(ids)
+        try:
+            outcomes = self.ingest_batch(ids)
+        except OperationalError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug of the batch path, not the mail's
+            if is_transient(exc):
+                raise _outage(exc) from exc
+            log.error("batch of %d failed, one by one instead: %s", len(ids), describe(exc, 500))
+            return 0
+        for outcome in outcomes:
+            self._count(outcome)
         return len(ids)
 
     def _ingest_one(self, raw_id: int) -> Outcome:
