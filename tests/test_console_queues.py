@@ -77,6 +77,9 @@ def test_the_requester_is_changed_from_the_ticket_page(
     number = console.ticket_numbered("Escribo por mi paciente")
     page = agent.get(f"/tickets/{number}").text
     assert f'action="/tickets/{number}/requester"' in page and "Cambiar solicitante" in page
+    # The stored names of kinds and roles are shown in the page's language.
+    assert "· recibido ·" in page and "<small>solicitante</small>" in page
+    assert "· inbound ·" not in page and "<small>requester</small>" not in page
     post = {"csrf": csrf_of(page), "address": "paciente@correo.example"}
     assert flash_after(agent, agent.post(f"/tickets/{number}/requester", data=post)) == (
         "ok: Hecho: Cambiar solicitante."

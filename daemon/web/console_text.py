@@ -189,6 +189,41 @@ TEXT: dict[str, tuple[str, str]] = {
     "state_sent": ("enviado", "sent"),
     "state_dead": ("agotado", "dead"),
     "state_deferred": ("aplazado", "deferred"),
+    # what a thread and a history name: `term("kind", a.kind)` in a template
+    "kind_inbound": ("recibido", "received"),
+    "kind_outbound": ("enviado", "sent"),
+    "kind_note": ("nota interna", "internal note"),
+    "role_requester": ("solicitante", "requester"),
+    "role_watcher": ("en copia", "CC"),
+    "role_agent": ("agente", "agent"),
+    "mail_acknowledgement": ("acuse de recibo", "acknowledgement"),
+    "mail_reply": ("respuesta", "reply"),
+    "mail_resolved": ("aviso de resuelto", "resolved notice"),
+    "mail_reminder": ("recordatorio", "reminder"),
+    "mail_survey": ("encuesta", "survey"),
+    "mail_status_changed": ("cambio de estado", "status change"),
+    "mail_staff_notice": ("aviso al equipo", "staff notice"),
+    "mail_sign_in": ("enlace de entrada", "sign-in link"),
+    "mail_sla_warning": ("aviso de SLA", "SLA warning"),
+    "mail_sla_breach": ("SLA vencido", "SLA breach"),
+    "event_created": ("creado", "created"),
+    "event_article": ("mensaje", "message"),
+    "event_note": ("nota", "note"),
+    "event_participant": ("participante", "participant"),
+    "event_priority": ("prioridad", "priority"),
+    "event_category": ("categoría", "category"),
+    "event_requester": ("solicitante", "requester"),
+    "event_merged": ("fusión", "merge"),
+    "event_linked": ("seguimiento", "follow-up"),
+    "event_status": ("estado", "status"),
+    "event_assignee": ("asignado a", "assignee"),
+    "event_team": ("equipo", "team"),
+    "event_level": ("nivel", "level"),
+    "event_notified": ("aviso enviado", "notified"),
+    "event_delivery_refused": ("envío rechazado", "delivery refused"),
+    "event_notify_error": ("error al avisar", "notice failed"),
+    "event_notify_refused": ("aviso no enviado", "notice not sent"),
+    "event_watchers_not_added": ("copias no añadidas", "CCs not added"),
     # flash messages
     "done": ("Hecho: {what}.", "Done: {what}."),
     "refused": ("No se pudo: {why}", "Could not do it: {why}"),
@@ -211,6 +246,13 @@ STATUS_NAMES: dict[str, tuple[str, str]] = {
     "resolved": ("Resuelto", "Resolved"),
     "closed": ("Cerrado", "Closed"),
 }
+
+
+def term(language: str, prefix: str, value: str) -> str:
+    """A stored name (an article's kind, a role, an event) in `language`; the name
+    itself when the table has no word for it (a new kind shows, untranslated)."""
+    key = f"{prefix}_{value}"
+    return translate(language, key) if key in TEXT else value
 
 
 def translate(language: str, key: str, **values: object) -> str:
