@@ -1,8 +1,8 @@
 """What the console adds to the ticket pages, over HTTP against a real `buzon run` whose
 mail goes to a real SMTP sink: a ticket for a phone call, a new requester, and the mail
 queues (inbound: process again, release from spam; outbox: retry a failed mail;
-webhooks: retry the dead deliveries), each as the signed-in agent, with its CSRF token
-and its words in Spanish (English on request)."""
+webhooks: retry the dead deliveries; addresses: clear a bouncing mark), each as the
+signed-in agent, with its CSRF token and its words in Spanish (English on request)."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_inbound_messages_are_listed_processed_again_and_released_from_spam(
     assert console.ticket_numbered("Oferta increíble") == int(found.group(1))
 
 
-def test_a_failed_mail_is_retried_from_the_outbox(
+def test_a_bouncing_address_is_cleared_and_its_failed_mail_retried(
     console: ConsoleService, agent: httpx.Client
 ) -> None:
     gone = "lleno@clinica.example"
@@ -146,8 +146,17 @@ def test_a_failed_mail_is_retried_from_the_outbox(
     page = agent.get("/outbox", params={"state": "failed"}).text
     assert f'href="/tickets/{number}"' in page and "mailbox full" in page and "fallido" in page
     del console.sink.refuse[gone]
-    before = len(console.sink.messages)
     csrf = csrf_of(page)
+    marks = agent.get("/addresses", params={"state": "bouncing"}).text
+    assert gone in marks and "rebota" in marks and "mailbox full" in marks
+    clear = {"csrf": csrf, "address": gone}
+    cleared = flash_after(agent, agent.post("/addresses/clear", data=clear))
+    assert cleared == f"ok: {gone}: marca quitada; vuelve a recibir correo."
+    again = flash_after(agent, agent.post("/addresses/clear", data=clear))
+    assert again == f"error: {gone} no estaba marcada como que rebota."
+    assert gone not in agent.get("/addresses", params={"state": "bouncing"}).text
+
+    before = len(console.sink.messages)
     retried = agent.post("/outbox/retry", data={"csrf": csrf, "id": outbox_id})
     assert flash_after(agent, retried) == f"ok: {outbox_id}: vuelve a la cola; se enviará en breve."
     console.mail_to(gone, before)
@@ -177,8 +186,9 @@ def test_the_new_pages_are_for_signed_in_agents_with_their_token_and_in_english_
     assert agent.post("/inbound/reprocess", data={"every": "failed"}).status_code == 403
     agent.get("/language/en?next=/")
     for path, words in [("/new", "Open ticket"), ("/inbound", "Process the failed ones again"),
-                        ("/outbox", "Outbox"), ("/webhooks", "Retry the dead ones")]:  # fmt: skip
+                        ("/outbox", "Outbox"), ("/webhooks", "Retry the dead ones"),
+                        ("/addresses", "Last bounce")]:  # fmt: skip
         page = agent.get(path).text
         assert words in page, path
-        for spanish in ("Entrada", "Salida", "Reintentar", "Nuevo ticket", "Cola"):
+        for spanish in ("Entrada", "Salida", "Reintentar", "Nuevo ticket", "Cola", "Direcciones"):
             assert spanish not in page, (path, spanish)

@@ -1,7 +1,8 @@
 """The console's mail queues: the stored inbound messages (list, process again, release
-from spam), the outbound mail (list, retry a failed one) and the webhook deliveries
-(list, retry a dead one or all), as `buzon inbound|outbox|webhooks` do them, with the
-same shared operations. Each action answers with a message on the page it came from."""
+from spam), the outbound mail (list, retry a failed one), the webhook deliveries (list,
+retry a dead one or all) and the correspondents' bouncing marks (list, clear), as `buzon
+inbound|outbox|webhooks|addresses` do them, with the same shared operations. Each action
+answers with a message on the page it came from."""
 
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ class Queues:
             Route("/outbox/retry", page(self.retry_mail), methods=["POST"]),
             Route("/webhooks", page(self.webhooks), methods=["GET"]),
             Route("/webhooks/retry", page(self.retry_delivery), methods=["POST"]),
+            Route("/addresses", page(self.addresses), methods=["GET"]),
+            Route("/addresses/clear", page(self.clear_address), methods=["POST"]),
         ]
 
     # --- the lists ----------------------------------------------------------------------
@@ -67,6 +70,16 @@ class Queues:
             return webhooks.list_deliveries(session, state=state, limit=limit)
 
         return await self._list(request, visit, "webhooks", webhooks.STATES, rows)
+
+    async def addresses(self, request: Request, visit: Visit) -> Response:
+        # Expired marks are lifted first: the page never shows as bouncing an address
+        # that mail would already reach.
+        await run_in_threadpool(self.parts.expire_bouncing, utcnow())
+
+        def rows(session: Any, state: str | None, limit: int) -> list[dict[str, Any]]:
+            return queries.list_addresses(session, bouncing=state == "bouncing", limit=limit)
+
+        return await self._list(request, visit, "addresses", ("bouncing",), rows)
 
     async def _list(
         self,
@@ -141,6 +154,19 @@ class Queues:
             return t("retried", id=delivery_id)
 
         return await self._act(request, visit, "/webhooks?state=dead", run, every="dead")
+
+    async def clear_address(self, request: Request, visit: Visit) -> Response:
+        data = await self.console.form(request, visit)
+        back = local_path(data.get("back"), "/addresses?state=bouncing")
+        address = data.get("address")
+        t = partial(translate, visit.language)
+        if not isinstance(address, str) or "@" not in address:
+            return self.console.redirect(back, ("error", t("not_found")))
+        cleared, _ = await run_in_threadpool(
+            operations.clear_addresses, self.parts.sessions, [address]
+        )
+        said = t("mark_cleared" if cleared else "not_bouncing", address=address)
+        return self.console.redirect(back, ("ok" if cleared else "error", said))
 
     async def _act(
         self,

@@ -146,6 +146,26 @@ TEXT: dict[str, tuple[str, str]] = {
         "Notices to other applications. A dead one (no attempts left) goes back in line "
         "with Retry.",
     ),
+    "addresses": ("Direcciones", "Addresses"),
+    "addresses_hint": (
+        "Las direcciones de los clientes. A una que rebota (buzón lleno, no existe) no se "
+        "le envía correo hasta que caduca la marca o la quitas aquí.",
+        "Customers' addresses. One that bounces (mailbox full, no such user) gets no mail "
+        "until the mark expires or you clear it here.",
+    ),
+    "email": ("Dirección", "Address"),
+    "state_bouncing": ("rebota", "bouncing"),
+    "state_ok": ("bien", "ok"),
+    "bounced_at": ("Último rebote", "Last bounce"),
+    "clear_mark": ("Quitar marca", "Clear mark"),
+    "mark_cleared": (
+        "{address}: marca quitada; vuelve a recibir correo.",
+        "{address}: mark cleared; mail to it resumes.",
+    ),
+    "not_bouncing": (
+        "{address} no estaba marcada como que rebota.",
+        "{address} was not marked bouncing.",
+    ),
     "received": ("Recibido", "Received"),
     "created_at": ("Creado", "Created"),
     "ticket": ("Ticket", "Ticket"),
