@@ -90,6 +90,14 @@ def test_the_requester_is_changed_from_the_ticket_page(
         ticket = session.get(Ticket, number)
         assert ticket is not None and ticket.requester == "paciente@correo.example"
 
+    # The SLA card says what `buzon sla show` does: targets and, while waiting, the pause.
+    waiting = {"csrf": post["csrf"], "status": "waiting_on_customer"}
+    assert flash_after(agent, agent.post(f"/tickets/{number}/status", data=waiting)).startswith(
+        "ok:"
+    )
+    sla = agent.get(f"/tickets/{number}").text
+    assert "h hábiles)" in sla and "En pausa desde" in sla
+
 
 def test_inbound_messages_are_listed_processed_again_and_released_from_spam(
     console: ConsoleService, agent: httpx.Client

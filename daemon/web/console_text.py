@@ -103,6 +103,13 @@ TEXT: dict[str, tuple[str, str]] = {
     "save": ("Guardar", "Save"),
     "clock_first_response": ("Primera respuesta", "First response"),
     "clock_resolution": ("Resolución", "Resolution"),
+    "target_hours": ("objetivo {hours} h hábiles", "target {hours} business h"),
+    "paused_since": ("En pausa desde", "Paused since"),
+    "paused_so_far": (
+        "En pausa hasta ahora: {hours} h hábiles",
+        "Paused so far: {hours} business h",
+    ),
+    "fired": ("Aviso enviado", "Notice sent"),
     "state_running": ("en curso", "running"),
     "state_breached": ("vencido", "breached"),
     "state_stopped": ("cumplido", "met"),
