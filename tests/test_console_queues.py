@@ -61,6 +61,9 @@ def test_a_phone_call_becomes_a_ticket_and_the_customer_gets_the_acknowledgement
     assert flash_after(agent, done) == f"ok: Ticket #{number} abierto."
     mail = parsed(console.mail_to("recepcion@clinica.example", before))
     assert f"#{number}" in str(mail["Subject"]) and body(mail)
+    queue = agent.get("/", params={"requester": "recepcion@clinica.example", "due_within": "30d"})
+    assert f'href="/tickets/{number}"' in queue.text
+    assert "is not a duration" in agent.get("/", params={"due_within": "pronto"}).text
     with console.sessions()() as session:
         ticket = session.get(Ticket, number)
         assert ticket is not None and ticket.subject == "Llamada: no imprime"

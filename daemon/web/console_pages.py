@@ -9,7 +9,7 @@ Content-Security-Policy that runs no script at all.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 from urllib.parse import quote
@@ -118,7 +118,10 @@ class Pages:
             assignee=visit.agent if assignee == "me" else assignee,
             category=wanted.get("category"),
             words=wanted.get("q"),
+            requester=wanted.get("requester"),
+            tag=wanted.get("tag"),
             breached=bool(wanted.get("breached")),
+            due_within=_duration(wanted.get("due_within")),
         )
         with self.parts.sessions() as session:
             return listing.list_tickets(
@@ -187,6 +190,16 @@ class Pages:
         if code in LANGUAGES:
             self.console.set_cookie(response, LANGUAGE_COOKIE, code, max_age=365 * 86400)
         return response
+
+
+def _duration(value: str | None) -> timedelta | None:
+    """A typed SLA window ("2h"); one that is not a duration is the domain's refusal."""
+    if not value:
+        return None
+    try:
+        return listing.parse_duration(value)
+    except ValueError as exc:
+        raise TicketError(str(exc)) from None
 
 
 def _body(text: str, html: str | None) -> dict[str, Any]:

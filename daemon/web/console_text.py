@@ -50,6 +50,8 @@ TEXT: dict[str, tuple[str, str]] = {
     "category": ("Categoría", "Category"),
     "level": ("Nivel", "Level"),
     "breached": ("SLA vencido", "SLA breached"),
+    "tag": ("Etiqueta", "Tag"),
+    "due_within": ("Vence en", "Due within"),
     "search": ("Buscar", "Search"),
     "search_words": ("Palabras", "Words"),
     "any": ("(todos)", "(any)"),
