@@ -51,6 +51,7 @@ TEXT: dict[str, tuple[str, str]] = {
     "level": ("Nivel", "Level"),
     "breached": ("SLA vencido", "SLA breached"),
     "tag": ("Etiqueta", "Tag"),
+    "more_filters": ("Más filtros", "More filters"),
     "due_within": ("Vence en", "Due within"),
     "search": ("Buscar", "Search"),
     "search_words": ("Palabras", "Words"),
