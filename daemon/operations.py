@@ -1,6 +1,6 @@
 """Agents' operations that take more than one desk call, shared by the CLI and the
 HTTP API so that both do exactly the same: an answer with attachments, reprocessing
-and releasing stored mail, putting failed outbound mail back in line.
+and releasing stored mail, putting failed outbound mail back in line, bouncing marks.
 
 Errors are the domain's (`TicketError`, `OutboxError`); each interface words its own
 success and maps the errors to an exit code or an HTTP status.
@@ -12,13 +12,15 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.desk import Acted, Desk
 from notifier import outbox
 from notifier.mail import Queued
-from tickets import actions, queries
+from tickets import actions, queries, shaping, webhooks
+from tickets.addresses import clear_bouncing
 from tickets.blobstore import BlobStore
 from tickets.errors import TicketError, TicketNotFound, describe
 from tickets.inbox import release_spam, reset_for_reprocess
@@ -103,3 +105,68 @@ def retry_outbox(sessions: sessionmaker[Session], outbox_id: int, now: datetime)
     """Put a failed mail back in line; the next delivery pass sends it."""
     with sessions.begin() as session:
         outbox.retry(session, outbox_id, now)
+
+
+def list_addresses(
+    sessions: sessionmaker[Session],
+    expire_bouncing: Callable[[datetime], int],
+    *,
+    bouncing: bool = False,
+    limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """Known addresses, latest bounce first; expired marks are lifted first so that the
+    list never shows an address as bouncing that mail would already reach."""
+    expire_bouncing(utcnow())
+    with sessions() as session:
+        return queries.list_addresses(session, bouncing=bouncing, limit=limit)
+
+
+def clear_addresses(
+    sessions: sessionmaker[Session], addresses: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Lift the bouncing marks of `addresses`: (the ones lifted, the ones not marked)."""
+    with sessions.begin() as session:
+        cleared = clear_bouncing(session, addresses)
+    unmarked = sorted({a.strip().lower() for a in addresses} - set(cleared))
+    return cleared, unmarked
+
+
+def retry_webhook(sessions: sessionmaker[Session], delivery_id: int, now: datetime) -> None:
+    """Put a dead (or waiting) webhook delivery back in line, with fresh attempts."""
+    with sessions.begin() as session:
+        webhooks.retry(session, delivery_id, now)
+
+
+def retry_dead_webhooks(sessions: sessionmaker[Session], now: datetime) -> int:
+    """Every dead webhook delivery back in line; how many."""
+    with sessions.begin() as session:
+        return webhooks.retry_dead(session, now)
+
+
+def create_ticket(
+    desk: Desk,
+    actor: str,
+    *,
+    requester: str,
+    subject: str,
+    text: str,
+    cc: Sequence[str] = (),
+    source: str = "phone",
+    language: str = "es",
+    acknowledge: bool = True,
+) -> Acted:
+    """Register a request that came by phone, chat or in person (the customer is sent an
+    acknowledgement unless `acknowledge` is false); `changes[0].ticket_id` is its number."""
+    return desk.change(
+        lambda s: shaping.open_ticket(
+            s,
+            actor,
+            requester=requester,
+            subject=subject,
+            text=text,
+            cc=tuple(cc),
+            source=source,
+            language=language,
+            acknowledge=acknowledge,
+        )
+    )

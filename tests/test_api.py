@@ -313,6 +313,44 @@ def test_inbound_and_outbox(service: ApiService, api: httpx.Client, relay: SmtpS
     assert api.post("/outbox/999999/retry").status_code == 404
 
 
+def test_bouncing_addresses_are_listed_and_cleared(
+    service: ApiService, api: httpx.Client, relay: SmtpSink
+) -> None:
+    gone = "buzonlleno@clinica.example"
+    relay.refuse[gone] = "552 5.2.2 mailbox full"
+    number = mailed_ticket(service, api, "Rebote pimiento", gone)
+
+    def marked() -> bool:
+        rows = api.get("/addresses", params={"bouncing": "true"}).json()["addresses"]
+        return any(a["email"] == gone for a in rows)
+
+    wait_for(marked, 20, "the address to be marked bouncing")
+    row = next(a for a in api.get("/addresses").json()["addresses"] if a["email"] == gone)
+    assert row["bouncing"] is True and "mailbox full" in row["reason"]
+
+    del relay.refuse[gone]
+    cleared = api.post("/addresses/clear", json={"addresses": [gone.upper(), "nadie@x.example"]})
+    assert cleared.json() == {"cleared": [gone], "not_bouncing": ["nadie@x.example"]}
+    rows = api.get("/addresses", params={"bouncing": "true"}).json()["addresses"]
+    assert gone not in {a["email"] for a in rows}
+    answered = api.post(f"/tickets/{number}/replies", json={"text": "Ya llega"})
+    assert "warning" not in answered.json() or answered.json()["warning"] is None
+    assert api.post("/addresses/clear", json={"addresses": []}).status_code == 400
+
+
+def test_a_tickets_sla_report(service: ApiService, api: httpx.Client) -> None:
+    created = api.post("/tickets", json={"requester": CUSTOMER, "subject": "Plazos"}).json()
+    number = created["ticket"]["number"]
+    report = api.get(f"/tickets/{number}/sla").json()
+    assert report["number"] == number
+    assert {c["name"] for c in report["clocks"]} == {"first_response", "resolution"}
+    assert api.get("/tickets/999999/sla").status_code == 404
+
+
+def test_every_dead_webhook_delivery_is_retried_at_once(api: httpx.Client) -> None:
+    assert api.post("/webhooks/deliveries/retry-dead").json() == {"retried": 0}
+
+
 def test_paging(service: ApiService, api: httpx.Client) -> None:
     for n in range(3):
         api.post("/tickets", json={"requester": f"p{n}@clinica.example", "subject": f"Pag {n}"})

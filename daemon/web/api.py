@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from daemon.web import api_queues, api_tickets, api_webhooks
+from daemon.web import api_addresses, api_queues, api_tickets, api_webhooks
 from daemon.web.api_json import Endpoint, route
 from daemon.web.openapi import document
 from daemon.web.parts import WebParts
@@ -19,6 +19,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *api_tickets.ENDPOINTS,
     *api_queues.ENDPOINTS,
     *api_webhooks.ENDPOINTS,
+    *api_addresses.ENDPOINTS,
 )
 
 

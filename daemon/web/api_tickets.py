@@ -7,7 +7,6 @@ from typing import Any
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from daemon import operations
@@ -16,7 +15,6 @@ from daemon.web.api_json import ApiError, Call, Endpoint, Handler, Param
 from daemon.web.parts import WebParts
 from tickets import actions, listing, queries, shaping
 from tickets.blobstore import BlobStore
-from tickets.changes import Change
 from tickets.lifecycle import status_named
 from tickets.models import Ticket, utcnow
 
@@ -293,21 +291,17 @@ def merge(call: Call) -> dict[str, Any]:
 def create(call: Call) -> dict[str, Any]:
     body: CreateBody = call.body
     parts = call.parts
-
-    def open_one(session: Session) -> list[Change]:
-        return shaping.open_ticket(
-            session,
-            call.agent,
-            requester=body.requester,
-            subject=body.subject,
-            text=body.text,
-            cc=tuple(body.cc),
-            source=body.source,
-            language=body.language or parts.language,
-            acknowledge=body.acknowledge,
-        )
-
-    done = parts.desk.change(open_one)
+    done = operations.create_ticket(
+        parts.desk,
+        call.agent,
+        requester=body.requester,
+        subject=body.subject,
+        text=body.text,
+        cc=body.cc,
+        source=body.source,
+        language=body.language or parts.language,
+        acknowledge=body.acknowledge,
+    )
     return _acted(parts, done.changes[0].ticket_id, done)
 
 

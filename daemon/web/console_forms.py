@@ -22,6 +22,7 @@ from daemon.web.console_visit import Console, Visit, agent_page
 from notifier.mail import Queued
 from tickets import actions, shaping
 from tickets.blobstore import BlobStore
+from tickets.changes import Change
 from tickets.errors import TicketError
 
 MAX_ATTACHMENT_BYTES = 25 * 1024 * 1024  # what most relays accept in one mail
@@ -138,13 +139,14 @@ class Forms:
             name = catalogue.category(f.get("category") or "")
             return desk.act(number, lambda s, t: shaping.set_category(s, t, actor, name))
 
-        def cc_add(f: Form, _: list[actions.NewAttachment], actor: str) -> Acted:
-            address = f.get("address") or ""
-            return desk.act(number, lambda s, t: actions.add_watcher(s, t, actor, address))
+        def on_address(change: Callable[..., list[Change]]) -> Action:
+            """CC, un-CC, make requester: one address, typed or picked."""
 
-        def cc_remove(f: Form, _: list[actions.NewAttachment], actor: str) -> Acted:
-            address = f.get("address") or ""
-            return desk.act(number, lambda s, t: actions.remove_watcher(s, t, actor, address))
+            def act(f: Form, _: list[actions.NewAttachment], actor: str) -> Acted:
+                address = f.get("address") or ""
+                return desk.act(number, lambda s, t: change(s, t, actor, address))
+
+            return act
 
         def merge(f: Form, _: list[actions.NewAttachment], actor: str) -> Acted:
             other = (f.get("other") or "").lstrip("#")
@@ -160,8 +162,9 @@ class Forms:
             "escalate": escalate,
             "priority": priority,
             "category": category,
-            "cc-add": cc_add,
-            "cc-remove": cc_remove,
+            "cc-add": on_address(actions.add_watcher),
+            "cc-remove": on_address(actions.remove_watcher),
+            "requester": on_address(shaping.set_requester),
             "merge": merge,
         }
 
@@ -177,6 +180,7 @@ LABELS = {
     "category": "set_category",
     "cc-add": "cc_add",
     "cc-remove": "cc_remove",
+    "requester": "set_requester",
     "merge": "merge",
 }
 

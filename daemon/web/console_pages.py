@@ -9,7 +9,7 @@ Content-Security-Policy that runs no script at all.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 from urllib.parse import quote
@@ -32,7 +32,7 @@ from daemon.web.console_visit import (
     agent_page,
     local_path,
 )
-from tickets import queries
+from tickets import listing, queries
 from tickets.blobstore import BlobStore
 from tickets.errors import TicketError, TicketNotFound
 from tickets.models import Article, utcnow
@@ -60,8 +60,11 @@ class Pages:
             Route("/language/{code}", self.language, methods=["GET"]),
         ]
 
-    def when(self, moment: datetime | None) -> str:
-        """A stored UTC time as agents read it: the desk's time zone, to the minute."""
+    def when(self, moment: datetime | str | None) -> str:
+        """A stored UTC time (or its ISO 8601 text) as agents read it: the desk's time
+        zone, to the minute."""
+        if isinstance(moment, str):
+            moment = datetime.fromisoformat(moment)
         return moment.astimezone(self.zone).strftime("%Y-%m-%d %H:%M") if moment else "-"
 
     # --- the queue ----------------------------------------------------------------------
@@ -106,21 +109,23 @@ class Pages:
 
     def _tickets(self, wanted: dict[str, str], visit: Visit) -> list[dict[str, Any]]:
         """As `buzon tickets list` filters: names checked against the catalogue."""
-        catalogue = self.parts.catalogue
-        category = wanted.get("category")
-        team = wanted.get("team")
         level = wanted.get("level")
+        assignee = wanted.get("assignee")
+        filters = listing.TicketFilters(
+            status=wanted.get("status"),
+            level=int(level) if level in ("1", "2") else None,
+            team=wanted.get("team"),
+            assignee=visit.agent if assignee == "me" else assignee,
+            category=wanted.get("category"),
+            words=wanted.get("q"),
+            requester=wanted.get("requester"),
+            tag=wanted.get("tag"),
+            breached=bool(wanted.get("breached")),
+            due_within=_duration(wanted.get("due_within")),
+        )
         with self.parts.sessions() as session:
-            return queries.list_tickets(
-                session,
-                status=wanted.get("status"),
-                level=int(level) if level in ("1", "2") else None,
-                team=catalogue.team(team) if team and catalogue.teams else team,
-                assignee=visit.agent if wanted.get("assignee") == "me" else wanted.get("assignee"),
-                category=catalogue.category(category) if category else None,
-                due_before=utcnow() if wanted.get("breached") else None,
-                words=wanted.get("q"),
-                limit=QUEUE_LIMIT,
+            return listing.list_tickets(
+                session, self.parts.catalogue, filters, utcnow(), limit=QUEUE_LIMIT
             )
 
     # --- one ticket ---------------------------------------------------------------------
@@ -185,6 +190,16 @@ class Pages:
         if code in LANGUAGES:
             self.console.set_cookie(response, LANGUAGE_COOKIE, code, max_age=365 * 86400)
         return response
+
+
+def _duration(value: str | None) -> timedelta | None:
+    """A typed SLA window ("2h"); one that is not a duration is the domain's refusal."""
+    if not value:
+        return None
+    try:
+        return listing.parse_duration(value)
+    except ValueError as exc:
+        raise TicketError(str(exc)) from None
 
 
 def _body(text: str, html: str | None) -> dict[str, Any]:

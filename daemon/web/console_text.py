@@ -50,6 +50,9 @@ TEXT: dict[str, tuple[str, str]] = {
     "category": ("Categoría", "Category"),
     "level": ("Nivel", "Level"),
     "breached": ("SLA vencido", "SLA breached"),
+    "tag": ("Etiqueta", "Tag"),
+    "more_filters": ("Más filtros", "More filters"),
+    "due_within": ("Vence en", "Due within"),
     "search": ("Buscar", "Search"),
     "search_words": ("Palabras", "Words"),
     "any": ("(todos)", "(any)"),
@@ -103,11 +106,154 @@ TEXT: dict[str, tuple[str, str]] = {
     "save": ("Guardar", "Save"),
     "clock_first_response": ("Primera respuesta", "First response"),
     "clock_resolution": ("Resolución", "Resolution"),
+    "target_hours": ("objetivo {hours} h hábiles", "target {hours} business h"),
+    "paused_since": ("En pausa desde", "Paused since"),
+    "paused_so_far": (
+        "En pausa hasta ahora: {hours} h hábiles",
+        "Paused so far: {hours} business h",
+    ),
+    "fired": ("Aviso enviado", "Notice sent"),
     "state_running": ("en curso", "running"),
     "state_breached": ("vencido", "breached"),
     "state_stopped": ("cumplido", "met"),
     "state_paused": ("en pausa", "paused"),
     "state_not running": ("sin reloj", "not running"),
+    "set_requester": ("Cambiar solicitante", "Change requester"),
+    "requester_address": ("Correo del solicitante", "Requester's address"),
+    # a new ticket
+    "new_ticket": ("Nuevo ticket", "New ticket"),
+    "new_ticket_hint": (
+        "Para registrar una petición que llegó por teléfono, chat o en persona.",
+        "To register a request that came by phone, chat or in person.",
+    ),
+    "what_they_asked": ("Qué pidió", "What they asked"),
+    "cc_list": ("En copia (direcciones separadas por comas)", "CC (addresses, comma-separated)"),
+    "source": ("Vía", "Came by"),
+    "source_phone": ("Teléfono", "Phone"),
+    "source_chat": ("Chat", "Chat"),
+    "source_visit": ("En persona", "In person"),
+    "customer_language": ("Idioma del cliente", "Customer's language"),
+    "send_ack": ("Enviar acuse de recibo al cliente", "Send the customer an acknowledgement"),
+    "open_ticket": ("Abrir ticket", "Open ticket"),
+    "created": ("Ticket #{number} abierto.", "Ticket #{number} opened."),
+    # the mail queues
+    "inbound": ("Entrada", "Inbound"),
+    "inbound_hint": (
+        "Los correos recibidos tal como llegaron. Un correo fallido se puede procesar de "
+        "nuevo; uno retenido como spam se puede liberar para que abra su ticket.",
+        "Mail as it was received. A failed one can be processed again; one kept as spam "
+        "can be released to open its ticket.",
+    ),
+    "outbox": ("Salida", "Outbox"),
+    "outbox_hint": (
+        "Los correos que buzón envía. Uno fallido vuelve a la cola con Reintentar.",
+        "The mail buzón sends. A failed one goes back in line with Retry.",
+    ),
+    "webhooks": ("Webhooks", "Webhooks"),
+    "webhooks_hint": (
+        "Los avisos a otras aplicaciones. Uno agotado (sin más intentos) vuelve a la cola "
+        "con Reintentar.",
+        "Notices to other applications. A dead one (no attempts left) goes back in line "
+        "with Retry.",
+    ),
+    "addresses": ("Direcciones", "Addresses"),
+    "addresses_hint": (
+        "Las direcciones de los clientes. A una que rebota (buzón lleno, no existe) no se "
+        "le envía correo hasta que caduca la marca o la quitas aquí.",
+        "Customers' addresses. One that bounces (mailbox full, no such user) gets no mail "
+        "until the mark expires or you clear it here.",
+    ),
+    "email": ("Dirección", "Address"),
+    "state_bouncing": ("rebota", "bouncing"),
+    "state_ok": ("bien", "ok"),
+    "bounced_at": ("Último rebote", "Last bounce"),
+    "clear_mark": ("Quitar marca", "Clear mark"),
+    "mark_cleared": (
+        "{address}: marca quitada; vuelve a recibir correo.",
+        "{address}: mark cleared; mail to it resumes.",
+    ),
+    "not_bouncing": (
+        "{address} no estaba marcada como que rebota.",
+        "{address} was not marked bouncing.",
+    ),
+    "received": ("Recibido", "Received"),
+    "created_at": ("Creado", "Created"),
+    "ticket": ("Ticket", "Ticket"),
+    "origin": ("Origen", "Origin"),
+    "attempts": ("Intentos", "Attempts"),
+    "recipients": ("Destinatarios", "Recipients"),
+    "kind": ("Tipo", "Kind"),
+    "last_error": ("Último error", "Last error"),
+    "event": ("Evento", "Event"),
+    "hook": ("Destino", "Hook"),
+    "no_rows": ("No hay nada aquí.", "Nothing here."),
+    "reprocess": ("Procesar de nuevo", "Process again"),
+    "reprocess_failed": ("Procesar de nuevo los fallidos", "Process the failed ones again"),
+    "release": ("No es spam", "Not spam"),
+    "retry": ("Reintentar", "Retry"),
+    "retry_dead": ("Reintentar los agotados", "Retry the dead ones"),
+    "reprocessed": (
+        "Procesados de nuevo: {count} ({states}).",
+        "Processed again: {count} ({states}).",
+    ),
+    "released": (
+        "Mensaje {id} liberado: ticket #{number}.",
+        "Message {id} released: ticket #{number}.",
+    ),
+    "released_no_ticket": (
+        "Mensaje {id} liberado; no abrió ticket ({state}).",
+        "Message {id} released; it opened no ticket ({state}).",
+    ),
+    "retried": (
+        "{id}: vuelve a la cola; se enviará en breve.",
+        "{id}: back in line; it goes out shortly.",
+    ),
+    "retried_dead": ("{count} entregas vuelven a la cola.", "{count} deliveries back in line."),
+    "state_pending": ("pendiente", "pending"),
+    "state_processing": ("procesando", "processing"),
+    "state_processed": ("procesado", "processed"),
+    "state_ignored": ("ignorado", "ignored"),
+    "state_failed": ("fallido", "failed"),
+    "state_quarantined": ("en cuarentena", "quarantined"),
+    "state_spam": ("spam", "spam"),
+    "state_sent": ("enviado", "sent"),
+    "state_dead": ("agotado", "dead"),
+    "state_deferred": ("aplazado", "deferred"),
+    # what a thread and a history name: `term("kind", a.kind)` in a template
+    "kind_inbound": ("recibido", "received"),
+    "kind_outbound": ("enviado", "sent"),
+    "kind_note": ("nota interna", "internal note"),
+    "role_requester": ("solicitante", "requester"),
+    "role_watcher": ("en copia", "CC"),
+    "role_agent": ("agente", "agent"),
+    "mail_acknowledgement": ("acuse de recibo", "acknowledgement"),
+    "mail_reply": ("respuesta", "reply"),
+    "mail_resolved": ("aviso de resuelto", "resolved notice"),
+    "mail_reminder": ("recordatorio", "reminder"),
+    "mail_survey": ("encuesta", "survey"),
+    "mail_status_changed": ("cambio de estado", "status change"),
+    "mail_staff_notice": ("aviso al equipo", "staff notice"),
+    "mail_sign_in": ("enlace de entrada", "sign-in link"),
+    "mail_sla_warning": ("aviso de SLA", "SLA warning"),
+    "mail_sla_breach": ("SLA vencido", "SLA breach"),
+    "event_created": ("creado", "created"),
+    "event_article": ("mensaje", "message"),
+    "event_note": ("nota", "note"),
+    "event_participant": ("participante", "participant"),
+    "event_priority": ("prioridad", "priority"),
+    "event_category": ("categoría", "category"),
+    "event_requester": ("solicitante", "requester"),
+    "event_merged": ("fusión", "merge"),
+    "event_linked": ("seguimiento", "follow-up"),
+    "event_status": ("estado", "status"),
+    "event_assignee": ("asignado a", "assignee"),
+    "event_team": ("equipo", "team"),
+    "event_level": ("nivel", "level"),
+    "event_notified": ("aviso enviado", "notified"),
+    "event_delivery_refused": ("envío rechazado", "delivery refused"),
+    "event_notify_error": ("error al avisar", "notice failed"),
+    "event_notify_refused": ("aviso no enviado", "notice not sent"),
+    "event_watchers_not_added": ("copias no añadidas", "CCs not added"),
     # flash messages
     "done": ("Hecho: {what}.", "Done: {what}."),
     "refused": ("No se pudo: {why}", "Could not do it: {why}"),
@@ -130,6 +276,13 @@ STATUS_NAMES: dict[str, tuple[str, str]] = {
     "resolved": ("Resuelto", "Resolved"),
     "closed": ("Cerrado", "Closed"),
 }
+
+
+def term(language: str, prefix: str, value: str) -> str:
+    """A stored name (an article's kind, a role, an event) in `language`; the name
+    itself when the table has no word for it (a new kind shows, untranslated)."""
+    key = f"{prefix}_{value}"
+    return translate(language, key) if key in TEXT else value
 
 
 def translate(language: str, key: str, **values: object) -> str:

@@ -24,7 +24,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from daemon.web.console_text import LANGUAGES, STATUS_NAMES, translate
+from daemon.web.console_text import LANGUAGES, STATUS_NAMES, term, translate
 from daemon.web.parts import WebParts
 from tickets.console_auth import find_session
 from tickets.models import utcnow
@@ -122,6 +122,7 @@ class Console:
         page = self.env.get_template(template).render(
             t=t,
             status_name=lambda s: t(s) if s in STATUS_NAMES else s,
+            term=lambda prefix, value: term(language, prefix, value),
             visit=visit,
             agent_name=self.parts.agents.get(visit.agent or "", visit.agent),
             flash=_read_flash(request),
