@@ -32,7 +32,7 @@ class Run:
     def __init__(self, tmp_path: Path) -> None:
         self.db = tmp_path / "buzon.db"
         self.smtp_port, self.http_port = free_port(), free_port()
-        extra = f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n[web]\nenabled = false\n'
+        extra = f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n'
         db_url = f"sqlite:///{self.db}"
         self.config = write_config(
             tmp_path / "buzon.toml", tmp_path / "data", db_url, self.smtp_port, extra
@@ -40,7 +40,7 @@ class Run:
         # [ingest] is written by write_config: the key of this test comes from the env.
         # Claims stay valid for the default 300 s: a killed worker's rows must come back
         # through its successor's start, not through their age.
-        self.env = {**os.environ, "BUZON_INGEST__PROCESSES": "2"}
+        self.env = {**os.environ, "BUZON_INGEST__PROCESSES": "2", "BUZON_WEB__ENABLED": "false"}
         self.log = tmp_path / "buzon.log"
 
     @contextmanager
