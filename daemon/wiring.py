@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from jinja2 import TemplateError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -33,38 +32,35 @@ from daemon.config import (
     check_hostport,
     split_hostport,
 )
-from daemon.desk import Desk
-from daemon.health import Health, HttpServer
-from daemon.intake.imap_auth import credentials_for
-from daemon.intake.imap_poller import Backoff, Connect, ImapPoller, connect_factory
-from daemon.intake.ingest_worker import IngestWorker
-from daemon.intake.smtp_server import SmtpListener
-from daemon.intake.smtp_store import IntakeStore, WriteGate
-from daemon.scheduler import JobFunction, Scheduler
-from daemon.sdnotify import watchdog_with
-from daemon.supervisor import Component
-from daemon.web.parts import WebParts
-from notifier.compose import Mailbox
-from notifier.delivery import DeliveryPolicy, deliver_due
-from notifier.notify import Notifier, NotifySettings
-from notifier.recipients import Budget
-from notifier.render import Renderer
-from notifier.sla_mail import StaffRouting
-from notifier.staff_mail import StaffDirectory, StaffNotifier
-from notifier.transports import MaildirTransport, SmtpTransport, Transport
 from parsers import Limits, SpamRules
 from tickets.actions import Catalogue
 from tickets.addresses import expire_bouncing
-from tickets.calendar import BusinessCalendar
 from tickets.db import DbTimeouts, make_engine, make_session_factory, upgrade
 from tickets.models import utcnow
 from tickets.policy import AgentMailPolicy, MailPolicy
 from tickets.priority import PriorityMatrix
 from tickets.routing import Actions, Rule, compile_words, urgent_rule
-from tickets.sla import SlaPolicy, Target
 
+# What only some commands use is imported where it is used: a one-shot command such as
+# `buzon tickets list` does not import aiosmtpd, imapclient, APScheduler, Jinja2 or the
+# web stack (tests/test_cli_startup.py).
 if TYPE_CHECKING:
+    from daemon.desk import Desk
+    from daemon.health import Health, HttpServer
+    from daemon.intake.imap_poller import Connect, ImapPoller
+    from daemon.intake.ingest_worker import IngestWorker
+    from daemon.intake.smtp_server import SmtpListener
+    from daemon.scheduler import Scheduler
+    from daemon.supervisor import Component
+    from daemon.web.parts import WebParts
     from daemon.web.server import WebServer
+    from notifier.delivery import DeliveryPolicy
+    from notifier.notify import Notifier
+    from notifier.sla_mail import StaffRouting
+    from notifier.staff_mail import StaffNotifier
+    from notifier.transports import Transport
+    from tickets.sla import SlaPolicy
+
 
 # Which runners each long-lived command starts ("imap" stands for one per mailbox).
 RUNNERS: dict[str, tuple[str, ...]] = {
@@ -81,6 +77,11 @@ class App:
 
     @cached_property
     def notifier(self) -> Notifier:
+        from notifier.compose import Mailbox
+        from notifier.notify import Notifier, NotifySettings
+        from notifier.recipients import Budget
+        from notifier.render import Renderer
+
         s = self.settings
         out = s.outbound
         return Notifier(
@@ -118,6 +119,8 @@ class App:
     @cached_property
     def staff(self) -> StaffNotifier | None:
         """Agents' mail (new tickets, replies, assignments, escalations); None when off."""
+        from notifier.staff_mail import StaffDirectory, StaffNotifier
+
         s = self.settings
         if not s.agent_mail.notify:
             return None
@@ -137,6 +140,8 @@ class App:
     @cached_property
     def routing(self) -> StaffRouting:
         """Who hears of SLA warnings, breaches and escalation tiers."""
+        from notifier.sla_mail import StaffRouting
+
         s = self.settings
         return StaffRouting(
             tier1=tuple(s.sla.tier1_addresses),
@@ -159,6 +164,8 @@ class App:
 
     @cached_property
     def desk(self) -> Desk:
+        from daemon.desk import Desk
+
         return Desk(
             self.sessions,
             self.policy,
@@ -180,6 +187,8 @@ class App:
 
     def transport(self) -> Transport:
         """The configured relay, or the local Maildir when there is none."""
+        from notifier.transports import MaildirTransport, SmtpTransport
+
         out = self.settings.outbound
         if out.relay is None:
             return MaildirTransport(self.settings.outbox_maildir)
@@ -196,6 +205,8 @@ class App:
 
     @cached_property
     def delivery_policy(self) -> DeliveryPolicy:
+        from notifier.delivery import DeliveryPolicy
+
         out = self.settings.outbound
         return DeliveryPolicy(
             instance=self.instance,
@@ -222,6 +233,8 @@ class App:
     @cached_property
     def health(self) -> Health:
         """One per process: the components register their readiness checks and counters."""
+        from daemon.health import Health
+
         return Health(self.sessions, self.settings.database.health_check_timeout)
 
     @cached_property
@@ -286,6 +299,9 @@ class App:
 
     @cached_property
     def sla_policy(self) -> SlaPolicy:
+        from tickets.calendar import BusinessCalendar
+        from tickets.sla import SlaPolicy, Target
+
         cfg = self.settings.sla
         calendar = BusinessCalendar(
             cfg.timezone,
@@ -315,10 +331,15 @@ class App:
 
     def prepare(self) -> None:
         """Create the data directory, bring the schema up to date, compile the templates
-        (a broken override stops start-up rather than the first notification)."""
+        (a broken override stops start-up rather than the first notification; the shipped
+        ones are compiled by the tests, so without an override Jinja2 is not imported)."""
         self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.settings.data_dir.chmod(0o700)  # also a data dir made by an older version
         upgrade(self.engine)
+        if self.settings.outbound.templates_dir is None:
+            return
+        from jinja2 import TemplateError
+
         try:
             self.notifier.renderer.check()
         except TemplateError as exc:
@@ -332,6 +353,8 @@ class App:
     ) -> dict[str, Component]:
         """The runners of a long-lived command (RUNNERS), each built with its parts and
         hooks, plus the HTTP endpoint. `smtp` and `http` carry command-line overrides."""
+        from daemon.sdnotify import watchdog_with
+
         wanted = RUNNERS[command]
         runners: dict[str, Component] = {}
         worker = self.ingest_worker() if "ingest" in wanted else None
@@ -359,6 +382,8 @@ class App:
 
     @cached_property
     def web_parts(self) -> WebParts:
+        from daemon.web.parts import WebParts
+
         s = self.settings
         return WebParts(
             sessions=self.sessions,
@@ -383,6 +408,8 @@ class App:
             raise ConfigError(f"web.listen {host}:{port}: {exc.strerror or exc}") from None
 
     def ingest_worker(self) -> IngestWorker:
+        from daemon.intake.ingest_worker import IngestWorker
+
         cfg = self.settings.ingest
         processed = self.health.metrics.processed
         worker = IngestWorker(
@@ -407,6 +434,9 @@ class App:
     ) -> SmtpListener:
         """The listener: the store, our addresses, and the worker to wake after each
         accept (the worker drains at shutdown, after the listener has closed)."""
+        from daemon.intake.smtp_server import SmtpListener
+        from daemon.intake.smtp_store import IntakeStore, WriteGate
+
         config = config or self.settings.smtp
         gate = None
         if self.settings.db_url.startswith("sqlite"):
@@ -451,6 +481,9 @@ class App:
 
     def imap_poller(self, mailbox: ImapMailbox, connect: Connect | None = None) -> ImapPoller:
         """A poller of `mailbox`; `connect` overrides the configured server (tests)."""
+        from daemon.intake.imap_auth import credentials_for
+        from daemon.intake.imap_poller import Backoff, ImapPoller, connect_factory
+
         imap = self.settings.imap
         metrics = self.health.metrics
 
@@ -480,6 +513,8 @@ class App:
         transport: Callable[[], Transport] | None = None,
     ) -> Scheduler:
         """The periodic jobs; outbox last, so a pass delivers what the others queued."""
+        from daemon.scheduler import JobFunction, Scheduler
+
         sla = self.settings.sla
         every = sla.scan_interval_seconds
         jobs: dict[str, tuple[JobFunction, float]] = {
@@ -500,6 +535,8 @@ class App:
         """One delivery pass of the outbox: sent / retry / failed / skipped. Bouncing
         marks past `outbound.bouncing_days` are lifted first, so the pass (and every
         notification planned after it) mails those addresses again."""
+        from notifier.delivery import deliver_due
+
         self.expire_bouncing(now)
         counts = deliver_due(
             self.sessions, (transport or self.transport)(), now, self.delivery_policy
@@ -519,6 +556,8 @@ class App:
         `listen` (the --http option) overrides http.listen: in a split deployment every
         process needs a port of its own.
         """
+        from daemon.health import HttpServer
+
         if not self.settings.http.enabled:
             return None
         listen = listen or self.settings.http.listen
