@@ -42,7 +42,11 @@ def buzon(args: list[str]) -> list[str]:
     return [sys.executable, "-m", "daemon", *args]
 
 
-def with_hyperfine(args: list[str], env: dict[str, str], runs: int, tmp: Path) -> list[float]:
+def with_hyperfine(
+    args: list[str], env: dict[str, str], runs: int, tmp: Path
+) -> tuple[list[float], float]:
+    """Wall times, and the mean CPU time (user + system): the figure a loaded machine
+    disturbs least."""
     out = tmp / "hyperfine.json"
     command = " ".join(buzon(args))
     subprocess.run(
@@ -53,16 +57,20 @@ def with_hyperfine(args: list[str], env: dict[str, str], runs: int, tmp: Path) -
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    return list(json.loads(out.read_text())["results"][0]["times"])
+    result = json.loads(out.read_text())["results"][0]
+    return list(result["times"]), result["user"] + result["system"]
 
 
-def timed(args: list[str], env: dict[str, str], runs: int) -> list[float]:
-    times = []
+def timed(args: list[str], env: dict[str, str], runs: int) -> tuple[list[float], float]:
+    times, cpu = [], []
     for _ in range(runs + 3):
-        start = time.perf_counter()
+        start, before = time.perf_counter(), os.times()
         subprocess.run(buzon(args), cwd=ROOT, env=env, check=True, capture_output=True)
+        after = os.times()
         times.append(time.perf_counter() - start)
-    return times[3:]  # the first runs warm the page cache
+        cpu.append(after.children_user - before.children_user + after.children_system)
+        cpu[-1] -= before.children_system
+    return times[3:], statistics.mean(cpu[3:])  # the first runs warm the page cache
 
 
 def slowest_imports(args: list[str], env: dict[str, str], top: int = 8) -> list[str]:
@@ -98,13 +106,13 @@ def main() -> None:
         tool = "hyperfine" if shutil.which("hyperfine") else "perf_counter"
         for label, command in COMMANDS.items():
             if tool == "hyperfine":
-                times = with_hyperfine(command, env, args.runs, tmp)
+                times, cpu = with_hyperfine(command, env, args.runs, tmp)
             else:
-                times = timed(command, env, args.runs)
+                times, cpu = timed(command, env, args.runs)
             print(
-                f"  buzon {label:14} median {statistics.median(times) * 1000:5.0f} ms, "
-                f"min {min(times) * 1000:5.0f} ms, max {max(times) * 1000:5.0f} ms "
-                f"({len(times)} runs, {tool})"
+                f"  buzon {label:14} wall median {statistics.median(times) * 1000:5.0f} ms "
+                f"(min {min(times) * 1000:5.0f}, max {max(times) * 1000:5.0f}), "
+                f"CPU {cpu * 1000:5.0f} ms ({len(times)} runs, {tool})"
             )
         print(
             "  slowest imports of `tickets list`: "

@@ -7,11 +7,8 @@ and web stacks the long-lived commands import."""
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 
 import click
-
-from daemon.cli.common import CONFIG_PATH
 
 # Command name → "module:attribute" under daemon.cli. A command added with
 # `main.add_command` (imported eagerly) works too.
@@ -47,15 +44,31 @@ class LazyGroup(click.Group):
         return command
 
 
-def _version() -> str:
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    # A callback, not click.version_option(version()): importlib.metadata is read only
+    # when --version is asked for.
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return version("buzon")
+        found = version("buzon")
     except PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown"
+        found = "unknown"
+    click.echo(f"buzon {found}")
+    ctx.exit()
 
 
 @click.group(cls=LazyGroup)
-@click.option("--config", envvar="BUZON_CONFIG", type=CONFIG_PATH, hidden=True)
-@click.version_option(_version(), "--version", prog_name="buzon", message="%(prog)s %(version)s")
+# As daemon.cli.common.CONFIG_PATH (not imported here: it loads the config's pydantic).
+@click.option("--config", envvar="BUZON_CONFIG", type=click.Path(readable=False), hidden=True)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 def main(config: str | None) -> None:
     """buzón: email-to-ticket daemon."""
