@@ -20,7 +20,6 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from jinja2 import TemplateError
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,44 +34,40 @@ from daemon.config import (
     check_hostport,
     split_hostport,
 )
-from daemon.desk import Desk
-from daemon.health import Health, HttpServer
-from daemon.intake.imap_auth import credentials_for
-from daemon.intake.imap_poller import Backoff, Connect, ImapPoller, connect_factory
-from daemon.intake.ingest_worker import IngestWorker
-from daemon.intake.smtp_server import SmtpListener
-from daemon.intake.smtp_store import Gate, IntakeStore, SharedWriteGate, WriteGate
-from daemon.logs import configure as configure_logging
-from daemon.scheduler import JobFunction, Scheduler
-from daemon.sdnotify import watchdog_with
-from daemon.supervisor import EX_CONFIG, Component
-from daemon.web.parts import WebParts
-from daemon.workers import WorkerPool, serve_worker
-from notifier.compose import Mailbox
-from notifier.delivery import DeliveryPolicy, deliver_due
-from notifier.notify import Notifier, NotifySettings
-from notifier.planned import Materializer
-from notifier.recipients import Budget
-from notifier.render import Renderer
-from notifier.sla_mail import StaffRouting
-from notifier.staff_mail import StaffDirectory, StaffNotifier
-from notifier.transports import MaildirTransport, SmtpTransport, Transport
-from notifier.webhooks import Receiver, WebhookPolicy, deliver_webhooks
 from parsers import Limits, SpamRules
 from tickets.actions import Catalogue
 from tickets.addresses import expire_bouncing
-from tickets.calendar import BusinessCalendar
 from tickets.db import DbTimeouts, make_engine, make_session_factory, upgrade
 from tickets.inbox import release_claims
 from tickets.models import utcnow
 from tickets.policy import AgentMailPolicy, MailPolicy
 from tickets.priority import PriorityMatrix
 from tickets.routing import Actions, Rule, compile_words, urgent_rule
-from tickets.sla import SlaPolicy, Target
 from tickets.webhooks import EVENTS, Hook, WebhookPlanner
 
+# What only some commands use is imported where it is used: a one-shot command such as
+# `buzon tickets list` does not import aiosmtpd, imapclient, APScheduler, Jinja2 or the
+# web stack (tests/test_cli_startup.py).
 if TYPE_CHECKING:
+    from daemon.desk import Desk
+    from daemon.health import Health, HttpServer
+    from daemon.intake.imap_poller import Connect, ImapPoller
+    from daemon.intake.ingest_worker import IngestWorker
+    from daemon.intake.smtp_server import SmtpListener
+    from daemon.intake.smtp_store import Gate, SharedWriteGate
+    from daemon.scheduler import Scheduler
+    from daemon.supervisor import Component
+    from daemon.web.parts import WebParts
     from daemon.web.server import WebServer
+    from daemon.workers import WorkerPool
+    from notifier.delivery import DeliveryPolicy
+    from notifier.notify import Notifier
+    from notifier.sla_mail import StaffRouting
+    from notifier.staff_mail import StaffNotifier
+    from notifier.transports import Transport
+    from notifier.webhooks import WebhookPolicy
+    from tickets.sla import SlaPolicy
+
 
 # Which runners each long-lived command starts ("imap" stands for one per mailbox).
 RUNNERS: dict[str, tuple[str, ...]] = {
@@ -89,6 +84,11 @@ class App:
 
     @cached_property
     def notifier(self) -> Notifier:
+        from notifier.compose import Mailbox
+        from notifier.notify import Notifier, NotifySettings
+        from notifier.recipients import Budget
+        from notifier.render import Renderer
+
         s = self.settings
         out = s.outbound
         return Notifier(
@@ -126,6 +126,8 @@ class App:
     @cached_property
     def staff(self) -> StaffNotifier | None:
         """Agents' mail (new tickets, replies, assignments, escalations); None when off."""
+        from notifier.staff_mail import StaffDirectory, StaffNotifier
+
         s = self.settings
         if not s.agent_mail.notify:
             return None
@@ -145,6 +147,8 @@ class App:
     @cached_property
     def routing(self) -> StaffRouting:
         """Who hears of SLA warnings, breaches and escalation tiers."""
+        from notifier.sla_mail import StaffRouting
+
         s = self.settings
         return StaffRouting(
             tier1=tuple(s.sla.tier1_addresses),
@@ -167,6 +171,8 @@ class App:
 
     @cached_property
     def desk(self) -> Desk:
+        from daemon.desk import Desk
+
         return Desk(
             self.sessions,
             self.policy,
@@ -197,6 +203,8 @@ class App:
 
     @cached_property
     def webhook_policy(self) -> WebhookPolicy:
+        from notifier.webhooks import WebhookPolicy
+
         cfg = self.settings.webhooks
         return WebhookPolicy(
             instance=self.instance,
@@ -209,6 +217,8 @@ class App:
     def deliver_webhooks(self, now: datetime) -> Counter[str]:
         """One pass of webhook deliveries (the scheduler's job): sent / retry / dead /
         skipped. Rows of a hook no longer configured go dead."""
+        from notifier.webhooks import Receiver, deliver_webhooks
+
         receivers = {h.name: Receiver(h.url, h.secret) for h in self.settings.webhooks.hooks}
         return deliver_webhooks(self.sessions, receivers, now, self.webhook_policy)
 
@@ -224,6 +234,8 @@ class App:
 
     def transport(self) -> Transport:
         """The configured relay, or the local Maildir when there is none."""
+        from notifier.transports import MaildirTransport, SmtpTransport
+
         out = self.settings.outbound
         if out.relay is None:
             return MaildirTransport(self.settings.outbox_maildir)
@@ -240,6 +252,9 @@ class App:
 
     @cached_property
     def delivery_policy(self) -> DeliveryPolicy:
+        from notifier.delivery import DeliveryPolicy
+        from notifier.planned import Materializer
+
         out = self.settings.outbound
         return DeliveryPolicy(
             instance=self.instance,
@@ -267,6 +282,8 @@ class App:
     @cached_property
     def health(self) -> Health:
         """One per process: the components register their readiness checks and counters."""
+        from daemon.health import Health
+
         return Health(self.sessions, self.settings.database.health_check_timeout)
 
     @cached_property
@@ -331,6 +348,9 @@ class App:
 
     @cached_property
     def sla_policy(self) -> SlaPolicy:
+        from tickets.calendar import BusinessCalendar
+        from tickets.sla import SlaPolicy, Target
+
         cfg = self.settings.sla
         calendar = BusinessCalendar(
             cfg.timezone,
@@ -360,11 +380,16 @@ class App:
 
     def prepare(self) -> None:
         """Create the data directory, bring the schema up to date, compile the templates
-        (a broken override stops start-up rather than the first notification)."""
+        (a broken override stops start-up rather than the first notification; the shipped
+        ones are compiled by the tests, so without an override Jinja2 is not imported)."""
         self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.settings.data_dir.chmod(0o700)  # also a data dir made by an older version
         upgrade(self.engine)
         _ = self.webhook_planner  # a hook with an unknown event stops start-up
+        if self.settings.outbound.templates_dir is None:
+            return
+        from jinja2 import TemplateError
+
         try:
             self.notifier.renderer.check()
         except TemplateError as exc:
@@ -378,6 +403,8 @@ class App:
     ) -> dict[str, Component]:
         """The runners of a long-lived command (RUNNERS), each built with its parts and
         hooks, plus the HTTP endpoint. `smtp` and `http` carry command-line overrides."""
+        from daemon.sdnotify import watchdog_with
+
         wanted = RUNNERS[command]
         runners: dict[str, Component] = {}
         worker: IngestWorker | WorkerPool | None = None
@@ -407,6 +434,8 @@ class App:
 
     @cached_property
     def web_parts(self) -> WebParts:
+        from daemon.web.parts import WebParts
+
         s = self.settings
         return WebParts(
             sessions=self.sessions,
@@ -436,6 +465,8 @@ class App:
             raise ConfigError(f"web.listen {host}:{port}: {exc.strerror or exc}") from None
 
     def ingest_worker(self) -> IngestWorker:
+        from daemon.intake.ingest_worker import IngestWorker
+
         cfg = self.settings.ingest
         processed = self.health.metrics.processed
         worker = IngestWorker(
@@ -455,6 +486,9 @@ class App:
     def worker_pool(self, processes: int) -> WorkerPool:
         """`processes` ingest worker processes (daemon.workers), each with its own App.
         On SQLite they take turns at the write lock with this process's intake."""
+        from daemon.intake.smtp_store import SharedWriteGate
+        from daemon.workers import WorkerPool
+
         gate = SharedWriteGate() if self.settings.db_url.startswith("sqlite") else None
         processed = self.health.metrics.processed
         pool = WorkerPool(
@@ -487,6 +521,10 @@ class App:
     ) -> SmtpListener:
         """The listener: the store, our addresses, and the worker to wake after each
         accept (the worker drains at shutdown, after the listener has closed)."""
+        from daemon.intake.smtp_server import SmtpListener
+        from daemon.intake.smtp_store import IntakeStore, WriteGate
+        from daemon.workers import WorkerPool
+
         config = config or self.settings.smtp
         gate: Gate | None = None
         if self.settings.db_url.startswith("sqlite"):
@@ -531,6 +569,9 @@ class App:
 
     def imap_poller(self, mailbox: ImapMailbox, connect: Connect | None = None) -> ImapPoller:
         """A poller of `mailbox`; `connect` overrides the configured server (tests)."""
+        from daemon.intake.imap_auth import credentials_for
+        from daemon.intake.imap_poller import Backoff, ImapPoller, connect_factory
+
         imap = self.settings.imap
         metrics = self.health.metrics
 
@@ -561,6 +602,8 @@ class App:
         transport: Callable[[], Transport] | None = None,
     ) -> Scheduler:
         """The periodic jobs; outbox last, so a pass delivers what the others queued."""
+        from daemon.scheduler import JobFunction, Scheduler
+
         sla = self.settings.sla
         every = sla.scan_interval_seconds
         jobs: dict[str, tuple[JobFunction, float]] = {
@@ -585,6 +628,8 @@ class App:
         """One delivery pass of the outbox: sent / retry / failed / skipped. Bouncing
         marks past `outbound.bouncing_days` are lifted first, so the pass (and every
         notification planned after it) mails those addresses again."""
+        from notifier.delivery import deliver_due
+
         self.expire_bouncing(now)
         counts = deliver_due(
             self.sessions, (transport or self.transport)(), now, self.delivery_policy
@@ -604,6 +649,8 @@ class App:
         `listen` (the --http option) overrides http.listen: in a split deployment every
         process needs a port of its own.
         """
+        from daemon.health import HttpServer
+
         if not self.settings.http.enabled:
             return None
         listen = listen or self.settings.http.listen
@@ -628,6 +675,10 @@ def ingest_process(
     channel: socket.socket,
 ) -> None:
     """The body of ingest worker process `index` (daemon.workers): an App of its own."""
+    from daemon.logs import configure as configure_logging
+    from daemon.supervisor import EX_CONFIG
+    from daemon.workers import serve_worker
+
     configure_logging(settings.log.level, settings.log.json_format)
     if settings.instance_name:  # instance names are claim holders: each worker its own
         settings = settings.model_copy(

@@ -7,9 +7,6 @@ from datetime import UTC, datetime
 from email.message import Message
 from email.utils import parsedate_to_datetime
 
-from mailparser.dates import parse_mail_date
-from mailparser.utils import get_addresses
-
 from parsers.charsets import codec_name, decode_words, header_text
 from parsers.message import Address
 
@@ -47,9 +44,9 @@ def charset_hint(msg: Message) -> str | None:
         codec = codec_name(label)
         if codec is not None and codec not in ("ascii", "utf-8"):
             return label
-        payload = part.get_payload()
-        if isinstance(payload, list):
-            stack.extend(reversed([child for child in payload if isinstance(child, Message)]))
+        if part.is_multipart():  # a leaf's payload is not read: it may be a big one
+            children = part.get_payload()
+            stack.extend(reversed([child for child in children if isinstance(child, Message)]))
     return None
 
 
@@ -78,6 +75,8 @@ def addresses(msg: Message, name: str, defects: list[str]) -> tuple[Address, ...
 
 def _parse_address_list(value: str, name: str, defects: list[str]) -> list[Address]:
     problems: list[dict[str, object]] = []
+    from mailparser.utils import get_addresses  # here: importing mail-parser takes ~0.1 s
+
     pairs = get_addresses(one_line(value), defects=problems, decode_names=False)
     pairs = [pair for pair in pairs if pair[1]]
     for problem in problems:
@@ -147,6 +146,8 @@ def parse_date(value: str, defects: list[str]) -> datetime | None:
     value = one_line(value)
     if not value:
         return None
+    from mailparser.dates import parse_mail_date
+
     result = parse_mail_date(value)
     if isinstance(result.value, datetime):
         return result.value.astimezone(UTC)

@@ -14,6 +14,7 @@ from parsers.charsets import decode_bytes, decode_words
 from parsers.filenames import sanitise_filename
 from parsers.headers import charset_hint, first_value, raw_values
 from parsers.message import Attachment, Limits
+from parsers.runs import RunMessage
 
 _RAW_PARAM = {
     param: re.compile(rf'(?:^|;)\s*{param}\s*=\s*(?:"(?P<quoted>[^"]*)"|(?P<bare>[^;\s]+))', re.I)
@@ -136,7 +137,7 @@ def _is_body_text(part: Message, ctype: str) -> bool:
 
 def part_bytes(part: Message) -> bytes:
     """The decoded payload of a leaf, or the serialised content of a container part."""
-    if isinstance(part.get_payload(), list):
+    if part.is_multipart():
         return _serialise_children(part)
     payload = part.get_payload(decode=True)
     return payload if isinstance(payload, bytes) else b""
@@ -149,7 +150,8 @@ def _serialise_children(part: Message) -> bytes:
         # The generator chokes on some broken trees; keep whatever it wrote before that.
         with suppress(Exception):
             BytesGenerator(buffer, mangle_from_=False, maxheaderlen=0).flatten(child)
-        chunks.append(buffer.getvalue())
+        runs = child.runs if isinstance(child, RunMessage) else None
+        chunks.append(buffer.getvalue() if runs is None else runs.expand(buffer.getvalue()))
     return b"\n".join(chunks)
 
 

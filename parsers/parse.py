@@ -28,11 +28,12 @@ from parsers.language import guess_language
 from parsers.message import Limits, MailKind, ParsedMessage
 from parsers.mime import MimeContent, walk
 from parsers.reply import strip_reply
+from parsers.runs import message_factory, shrink
 from parsers.verdicts import SpamRules, spam_reason
 
 # compat32 on purpose: the modern policy parses header values lazily and raises on malformed
 # ones when they are read; here every header is decoded by parsers.headers, defensively.
-_PARSER = BytesParser(policy=compat32)
+_POLICY = compat32
 _HEADER_LINE = re.compile(rb"^[!-9;-~]+[ \t]*:")
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")
 _DELIMITER = b"\n--"  # how every MIME boundary line begins
@@ -129,16 +130,20 @@ def _within_part_limit(raw: bytes, limits: Limits, defects: list[str]) -> bytes:
 
 
 def _read_message(raw: bytes, defects: list[str]) -> Message:
-    msg = _PARSER.parsebytes(raw)
+    # Big base64 bodies stay out of the stdlib parser (parsers.runs): its parts read them
+    # back from `raw` when asked.
+    shrunk, runs = shrink(raw)
+    parser = BytesParser(message_factory(runs), policy=_POLICY)
+    msg = parser.parsebytes(shrunk)
     if not any(isinstance(d, MissingHeaderBodySeparatorDefect) for d in msg.defects):
         return msg
     # One junk line inside the header block makes the stdlib treat every later header as
     # body text; dropping such lines keeps Subject, Date and MIME structure readable.
-    repaired = _drop_junk_header_lines(raw)
+    repaired = _drop_junk_header_lines(shrunk)
     if repaired is None:
         return msg
     defects.append("malformed header line dropped")
-    return _PARSER.parsebytes(repaired)
+    return parser.parsebytes(repaired)
 
 
 def _drop_junk_header_lines(raw: bytes) -> bytes | None:

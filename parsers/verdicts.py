@@ -17,8 +17,6 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
-import authres
-
 from parsers.headers import one_line, raw_values
 
 _SA_STATUS = re.compile(r"^\s*(?P<flag>yes|no)\b.*?\bscore=(?P<score>-?[\d.]+)", re.I | re.S)
@@ -103,6 +101,8 @@ def _dmarc(msg: Message, rules: SpamRules) -> str | None:
 
 
 def _dmarc_failed(value: str) -> bool:
+    import authres  # here: only mail with an Authentication-Results header needs it
+
     try:
         header = authres.AuthenticationResultsHeader.parse_value(one_line(value))
     except Exception:  # noqa: BLE001 - a malformed header from anyone: no verdict

@@ -148,6 +148,26 @@ def outbox_bytes(app: App, row: OutboxMessage) -> bytes:
     return app.delivery_policy.materializer.raw(row.plan, row.message_id, row.recipients)
 
 
+def python_child(code: str, args: list[str], workdir: Path) -> subprocess.CompletedProcess[str]:
+    """`python -c CODE ARGS` with the checkout importable and `workdir`'s data dir as
+    `buzon` has it: for a test that looks inside the process (its modules, its memory)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUZON_")}
+    env.update(
+        BUZON_DATA_DIR=str(workdir / "data"),
+        BUZON_SECRET_KEY="test-secret-0123456789",
+        BUZON_SUPPORT_ADDRESSES='["soporte@soporte.example"]',
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def buzon(
     args: list[str], workdir: Path, stdin: str | None = None, **env: str
 ) -> subprocess.CompletedProcess[str]:

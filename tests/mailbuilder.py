@@ -77,3 +77,23 @@ def message_id(raw: bytes) -> str:
         if line.lower().startswith(b"message-id:"):
             return line.split(b":", 1)[1].strip().decode()
     raise ValueError("no Message-ID")
+
+
+def big_mail(attachment_bytes: int = 18_000_000, seed: int = 25) -> bytes:
+    """A scanned contract: Spanish text (8-bit, as clients send it) and one PDF-like
+    attachment of `attachment_bytes` random bytes, base64-encoded (~25 MB for 18 MB)."""
+    import random
+    from email.policy import SMTP
+
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = "Lucía Sánchez <lucia.sanchez@example.es>"
+    msg["To"] = "Soporte <soporte@soporte.example>"
+    msg["Subject"] = "Contrato firmado escaneado (adjunto grande)"
+    msg["Message-ID"] = make_msgid(domain="example.es")
+    msg["Date"] = format_datetime(_START)
+    msg.set_content("Buenos días,\n\nLes adjunto el contrato escaneado.\n\nUn saludo,\nLucía\n")
+    payload = b"%PDF-1.4\n" + random.Random(seed).randbytes(attachment_bytes - 9)
+    msg.add_attachment(
+        payload, maintype="application", subtype="pdf", filename="contrato_escaneado.pdf"
+    )
+    return msg.as_bytes()

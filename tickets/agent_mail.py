@@ -24,7 +24,7 @@ import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email import policy as email_policy
 from email.parser import BytesHeaderParser
@@ -95,9 +95,15 @@ class AgentBinding:
 
 
 def bind(
-    policy: MailPolicy, raw: bytes, msg: ParsedMessage, sender: Address, rcpts: Iterable[str]
+    policy: MailPolicy,
+    raw: Callable[[], bytes],
+    msg: ParsedMessage,
+    sender: Address,
+    rcpts: Iterable[str],
 ) -> AgentBinding | None:
-    """The agent binding of this mail, or None: it then is no agent's mail."""
+    """The agent binding of this mail, or None: it then is no agent's mail. `raw` loads
+    the stored bytes, read only for an agent's signed reply address (a 25 MB mail's
+    bytes are not loaded again for every mail)."""
     agent = sender.email.lower()
     if not policy.is_agent(agent):
         return None
@@ -109,7 +115,7 @@ def bind(
         for bound_to in allowed:
             number = token_ticket(policy.secret, address, bound_to)
             if number is not None:
-                return _authenticated(policy, raw, AgentBinding(number, agent, bound_to))
+                return _authenticated(policy, raw(), AgentBinding(number, agent, bound_to))
         log.info("agent reply address not made for %s: no agent power", agent)
     return None
 

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 MIGRATIONS = Path(__file__).parent / "migrations"
+_REVISION = re.compile(r"""^(down_)?revision(?:: [^=]+)? = ["']?([^"'\n]*?)["']?$""", re.M)
 MIGRATION_LOCK = 0x62757A6F6E  # "buzon": the PostgreSQL advisory lock key for upgrades
 
 
@@ -50,7 +55,9 @@ def make_engine(url: str, timeouts: DbTimeouts | None = None, **kwargs: Any) -> 
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         busy = timeouts.sqlite_busy_timeout
-        engine = create_engine(url, connect_args={"timeout": busy}, **kwargs)
+        engine = create_engine(
+            url, connect_args={"timeout": busy, "cached_statements": 0}, **kwargs
+        )
         event.listen(engine, "connect", _sqlite_pragmas(int(busy * 1000)))
         # pysqlite's own transaction handling defers BEGIN; we issue it ourselves so
         # that a write transaction takes its lock up front (no upgrade deadlocks).
@@ -107,6 +114,8 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def alembic_config(url: str) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -114,7 +123,12 @@ def alembic_config(url: str) -> AlembicConfig:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+    """Bring the schema to the newest migration (idempotent). Alembic (a third of a
+    one-shot command's start-up) is imported only when the schema is not current."""
+    if stored_revisions(engine) == head_revisions():
+        return
+    from alembic import command
+
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
@@ -138,3 +152,28 @@ def schema_is_current(engine: Engine) -> bool:
         if not inspect(conn).has_table("alembic_version"):
             return False
         return set(MigrationContext.configure(conn).get_current_heads()) == heads
+
+
+@cache
+def head_revisions() -> frozenset[str]:
+    """The newest migrations' ids, read from the migration files' `revision` and
+    `down_revision` lines: the same answer as Alembic's, without importing it."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        for down, value in _REVISION.findall(path.read_text(encoding="utf-8")):
+            if value and value != "None":
+                (parents if down else revisions).add(value)
+    return frozenset(revisions - parents)
+
+
+def stored_revisions(engine: Engine) -> frozenset[str] | None:
+    """The revisions the database says it is at; None when it cannot say (no table yet)."""
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            rows = conn.execute(text("SELECT version_num FROM alembic_version"))
+            return frozenset(row[0] for row in rows)
+    except SQLAlchemyError:
+        return None  # Alembic then says what is wrong, as it always did

@@ -10,16 +10,18 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from daemon.config import ConfigError, load_settings
 from daemon.logs import configure as configure_logging
-from daemon.wiring import App
 from tickets.errors import TicketError, describe
 from tickets.listing import parse_duration
+
+if TYPE_CHECKING:
+    from daemon.wiring import App
 
 EX_DATAERR = 65
 EX_UNAVAILABLE = 69  # an agent's reply was recorded but reaches nobody
@@ -55,6 +57,8 @@ def load_app(config: str | None, *, prepare: bool = True, creates_data_dir: bool
             EX_CONFIG,
         )
     configure_logging(settings.log.level, settings.log.json_format, one_shot=not creates_data_dir)
+    from daemon.wiring import App  # here: `buzon --help` and `--version` do without it
+
     app = App(settings)
     if prepare:
         try:

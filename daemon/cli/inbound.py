@@ -49,6 +49,7 @@ def ingest(app: App, file: str, maildir: str | None, mbox: str | None, notify: b
         raw_id = accept(app.sessions, raw, "pipe", {"file": None if file == "-" else file})
     except StoreUnavailable as exc:
         fail(f"could not store the message: {exc}", EX_TEMPFAIL)
+    del raw  # stored: a big mail's bytes are not held twice while it is processed
     # Stored: from here on the MTA must get 0, or it would deliver the mail again; what
     # is not processed now stays pending for the ingest worker or `inbound reprocess`.
     try:

@@ -1,57 +1,77 @@
-"""The `buzon` command, assembled from its groups (one module per group)."""
+"""The `buzon` command, assembled from its groups (one module per group).
+
+Each command's module is imported when that command runs (or `--help` lists it): a
+one-shot command such as `buzon tickets list` does not pay for the SMTP, IMAP, scheduler
+and web stacks the long-lived commands import."""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib
 
 import click
 
-from daemon.cli import (
-    addresses,
-    admin,
-    agents,
-    console,
-    doctor,
-    inbound,
-    outbox,
-    run,
-    sla,
-    tickets,
-    webhooks,
-)
-from daemon.cli.common import CONFIG_PATH
+# Command name → "module:attribute" under daemon.cli. A command added with
+# `main.add_command` (imported eagerly) works too.
+COMMANDS: dict[str, str] = {
+    "config": "admin:config_group",
+    "db": "admin:db_group",
+    "ingest": "inbound:ingest",
+    "inbound": "inbound:inbound_group",
+    "tickets": "tickets:tickets_group",
+    "outbox": "outbox:outbox_group",
+    "webhooks": "webhooks:webhooks_group",
+    "addresses": "addresses:addresses_group",
+    "sla": "sla:sla_group",
+    "console": "console:console_group",
+    "agents": "agents:agents_group",
+    "run": "run:run",
+    "smtp": "run:smtp",
+    "imap": "run:imap",
+    "scheduler": "run:scheduler",
+    "doctor": "doctor:doctor",
+}
 
 
-def _version() -> str:
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported by name, on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *super().list_commands(ctx)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = COMMANDS[cmd_name].partition(":")
+        command = getattr(importlib.import_module(f"daemon.cli.{module}"), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    # A callback, not click.version_option(version()): importlib.metadata is read only
+    # when --version is asked for.
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        return version("buzon")
+        found = version("buzon")
     except PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown"
+        found = "unknown"
+    click.echo(f"buzon {found}")
+    ctx.exit()
 
 
-@click.group()
-@click.option("--config", envvar="BUZON_CONFIG", type=CONFIG_PATH, hidden=True)
-@click.version_option(_version(), "--version", prog_name="buzon", message="%(prog)s %(version)s")
+@click.group(cls=LazyGroup)
+# As daemon.cli.common.CONFIG_PATH (not imported here: it loads the config's pydantic).
+@click.option("--config", envvar="BUZON_CONFIG", type=click.Path(readable=False), hidden=True)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
 def main(config: str | None) -> None:
     """buzón: email-to-ticket daemon."""
-
-
-for command in (
-    admin.config_group,
-    admin.db_group,
-    inbound.ingest,
-    inbound.inbound_group,
-    tickets.tickets_group,
-    outbox.outbox_group,
-    webhooks.webhooks_group,
-    addresses.addresses_group,
-    sla.sla_group,
-    console.console_group,
-    agents.agents_group,
-    run.run,
-    run.smtp,
-    run.imap,
-    run.scheduler,
-    doctor.doctor,
-):
-    main.add_command(command)

@@ -1,0 +1,58 @@
+"""A one-shot command imports what it needs, when it needs it: `buzon tickets list` starts
+without the SMTP, IMAP, scheduler, template, migration, web and parsing stacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.helpers import buzon, python_child
+
+HEAVY = (
+    "aiosmtpd",
+    "imapclient",
+    "apscheduler",
+    "jinja2",
+    "alembic",
+    "uvicorn",
+    "starlette",
+    "mailparser",
+)
+_CHILD = """
+import json, sys
+from daemon.cli.root import main
+try:
+    main(sys.argv[1:], prog_name="buzon", standalone_mode=False)
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+def _modules(args: list[str], workdir: Path) -> set[str]:
+    child = python_child(_CHILD, args, workdir)
+    assert child.returncode == 0, child.stderr[-2000:]
+    return {name.partition(".")[0] for name in json.loads(child.stderr.splitlines()[-1])}
+
+
+def test_tickets_list_imports_none_of_the_heavy_stacks(tmp_path: Path) -> None:
+    created = buzon(["db", "upgrade"], tmp_path)  # the schema is current, as in service
+    assert created.returncode == 0, created.stderr
+    loaded = _modules(["tickets", "list"], tmp_path)
+    assert "sqlalchemy" in loaded  # it did read the database
+    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_a_new_database_is_still_migrated_first(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    loaded = _modules(["tickets", "list"], tmp_path)
+    assert "alembic" in loaded  # the schema was not current: Alembic brought it up
+    listed = buzon(["tickets", "list"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+
+
+def test_every_command_is_still_listed(tmp_path: Path) -> None:
+    result = buzon(["--help"], tmp_path)
+    assert result.returncode == 0
+    for name in ("config", "db", "doctor", "inbound", "ingest", "run", "smtp", "tickets"):
+        assert f"  {name} " in result.stdout
