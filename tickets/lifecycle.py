@@ -83,6 +83,7 @@ _STATUS_WORDS: dict[str, Status] = {
     "esperando al cliente": Status.WAITING_ON_CUSTOMER,
     "waiting": Status.WAITING_ON_CUSTOMER,
     "suspendido": Status.ON_HOLD,
+    "en espera": Status.ON_HOLD,
     "en pausa": Status.ON_HOLD,
     "resuelto": Status.RESOLVED,
     "cerrado": Status.CLOSED,
@@ -94,9 +95,20 @@ def status_named(name: str) -> Status:
     """The status a person means by `name`; refuses anything else, naming the choices."""
     status = _STATUS_WORDS.get(_words(name))
     if status is None:
-        names = ", ".join(s.value for s in Status)
-        raise InvalidTransition(f"unknown status {name!r}; one of: {names} (or in Spanish)")
+        names = ", ".join(f"{s.value} ({_SPANISH[s]})" for s in Status)
+        raise InvalidTransition(f"unknown status {name!r}; one of: {names}")
     return status
+
+
+# The Spanish name an error message offers for each status.
+_SPANISH = {
+    Status.NEW: "nuevo",
+    Status.IN_PROGRESS: "en curso",
+    Status.WAITING_ON_CUSTOMER: "a la espera",
+    Status.ON_HOLD: "en espera",
+    Status.RESOLVED: "resuelto",
+    Status.CLOSED: "cerrado",
+}
 
 
 def statuses_named(name: str) -> tuple[Status, ...]:
