@@ -12,20 +12,21 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.desk import Acted, Desk
-from notifier import outbox
-from notifier.mail import Queued
 from tickets import actions, queries, shaping, webhooks
 from tickets.addresses import clear_bouncing
 from tickets.blobstore import BlobStore
 from tickets.errors import TicketError, TicketNotFound, describe
 from tickets.inbox import release_spam, reset_for_reprocess
-from tickets.ingest import Outcome
 from tickets.models import RawMessage, RawState, utcnow
+
+if TYPE_CHECKING:  # `buzon tickets list` imports this module: not the desk's whole stack
+    from daemon.desk import Acted, Desk
+    from notifier.mail import Queued
+    from tickets.ingest import Outcome
 
 log = logging.getLogger("buzon.operations")
 
@@ -103,6 +104,8 @@ def release(
 
 def retry_outbox(sessions: sessionmaker[Session], outbox_id: int, now: datetime) -> None:
     """Put a failed mail back in line; the next delivery pass sends it."""
+    from notifier import outbox
+
     with sessions.begin() as session:
         outbox.retry(session, outbox_id, now)
 

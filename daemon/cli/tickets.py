@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import click
@@ -28,12 +28,14 @@ from daemon.cli.common import (
     with_app,
 )
 from daemon.wiring import App
-from notifier.mail import Queued
 from tickets import actions, listing, queries, shaping
 from tickets.blobstore import BlobStore
 from tickets.lifecycle import Status, status_named
 from tickets.listing import TicketFilters
 from tickets.models import Ticket, utcnow
+
+if TYPE_CHECKING:
+    from notifier.mail import Queued
 
 STATUSES = [s.value for s in Status]
 
