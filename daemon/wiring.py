@@ -385,6 +385,7 @@ class App:
         self.settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.settings.data_dir.chmod(0o700)  # also a data dir made by an older version
         upgrade(self.engine)
+        _ = self.secret  # an empty or short key file stops start-up (it signs addresses)
         _ = self.webhook_planner  # a hook with an unknown event stops start-up
         if self.settings.outbound.templates_dir is None:
             return
