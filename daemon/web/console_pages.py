@@ -102,8 +102,8 @@ class Pages:
             "team_options": [(team, team) for team in catalogue.teams],
             "agent_options": list(self.parts.agents.items()),
             "category_options": [(c, c) for c in catalogue.categories],
-            "impact_options": [(i, i) for i in catalogue.matrix.impacts],
-            "urgency_options": [(u, u) for u in catalogue.matrix.urgencies],
+            "impact_options": [(i, t(i)) for i in catalogue.matrix.impacts],
+            "urgency_options": [(u, t(u)) for u in catalogue.matrix.urgencies],
             "agents": self.parts.agents,
         }
 

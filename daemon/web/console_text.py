@@ -236,6 +236,10 @@ TEXT: dict[str, tuple[str, str]] = {
     "mail_sign_in": ("enlace de entrada", "sign-in link"),
     "mail_sla_warning": ("aviso de SLA", "SLA warning"),
     "mail_sla_breach": ("SLA vencido", "SLA breach"),
+    # the priority matrix's shipped impact and urgency names (configured ones show as set)
+    "high": ("alta", "high"),
+    "medium": ("media", "medium"),
+    "low": ("baja", "low"),
     "event_created": ("creado", "created"),
     "event_article": ("mensaje", "message"),
     "event_note": ("nota", "note"),
