@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +21,7 @@ from notifier import outbox
 from notifier.errors import PermanentDeliveryError, TransientDeliveryError
 from notifier.planned import Materializer
 from notifier.render import Renderer
+from notifier.retry import RetryPolicy
 from notifier.transports import SendResult, Transport
 from tickets.addresses import clear_bouncing, mark_bouncing
 from tickets.errors import describe
@@ -33,23 +34,12 @@ ACTOR = "buzon-delivery"
 
 
 @dataclass(frozen=True)
-class DeliveryPolicy:
-    instance: str = "buzon"
-    batch_size: int = 50
+class DeliveryPolicy(RetryPolicy):
     claim_seconds: int = 600
-    max_attempts: int = 10
-    retry_base_seconds: float = 60.0
-    retry_max_seconds: float = 6 * 3600.0
     # Renders and serialises planned rows (notifier.planned). The default knows the
     # built-in templates only; the app passes one with the operator's templates and
     # attachment store.
     materializer: Materializer = field(default_factory=lambda: Materializer(Renderer(), None))
-
-
-def backoff(attempts: int, policy: DeliveryPolicy) -> timedelta:
-    """60 s, 120 s, 240 s, … up to the cap, after the `attempts`-th failed try."""
-    seconds = policy.retry_base_seconds * 2 ** max(attempts - 1, 0)
-    return timedelta(seconds=min(seconds, policy.retry_max_seconds))
 
 
 @dataclass(frozen=True)
@@ -234,7 +224,7 @@ def _retry_or_fail(
             row.id,
             policy.instance,
             attempts=attempts,
-            next_attempt_at=now + backoff(attempts, policy),
+            next_attempt_at=now + policy.backoff(attempts),
             error=error,
             recipients=recipients if recipients != row.recipients else None,
         )

@@ -8,18 +8,20 @@ States: pending → sent | failed. A pending row may carry a claim (`claimed_by`
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from notifier.errors import OutboxError
 from notifier.planned import serialise
+from tickets import claims
 from tickets.models import OutboxMessage, OutboxRecipient
 
-PENDING, SENT, FAILED = "pending", "sent", "failed"
+SENT, FAILED = "sent", "failed"
+PENDING = claims.PENDING
 
 
 def enqueue(
@@ -70,52 +72,16 @@ def enqueue(
 
 
 def due_ids(session: Session, now: datetime, limit: int) -> list[int]:
-    return list(
-        session.scalars(
-            select(OutboxMessage.id)
-            .where(
-                OutboxMessage.state == PENDING,
-                OutboxMessage.next_attempt_at <= now,
-                or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
-            )
-            .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
-            .limit(limit)
-        )
-    )
+    return claims.due_ids(session, OutboxMessage, now, limit)
 
 
 def claim(session: Session, row_id: int, instance: str, now: datetime, seconds: int) -> bool:
-    """Take one row for `seconds`; False when another job holds it or it is done.
-
-    A conditional UPDATE with a rowcount check works the same on SQLite and PostgreSQL:
-    of two jobs racing for a row, exactly one sees rowcount 1.
-    """
-    result = session.execute(
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.id == row_id,
-            OutboxMessage.state == PENDING,
-            or_(OutboxMessage.claimed_until.is_(None), OutboxMessage.claimed_until < now),
-        )
-        .values(claimed_until=now + timedelta(seconds=seconds), claimed_by=instance)
-        .execution_options(synchronize_session=False)
-    )
-    return _rowcount(result) == 1
+    """Take one row for `seconds`; False when another job holds it or it is done."""
+    return claims.claim(session, OutboxMessage, row_id, instance, now, seconds)
 
 
 def _finish(session: Session, row_id: int, instance: str, **values: Any) -> bool:
-    """Update a row this job still holds; False if its claim was lost (never double-write)."""
-    result = session.execute(
-        update(OutboxMessage)
-        .where(
-            OutboxMessage.id == row_id,
-            OutboxMessage.state == PENDING,
-            OutboxMessage.claimed_by == instance,
-        )
-        .values(claimed_until=None, claimed_by=None, **values)
-        .execution_options(synchronize_session=False)
-    )
-    return _rowcount(result) == 1
+    return claims.finish(session, OutboxMessage, row_id, instance, **values)
 
 
 def mark_sent(session: Session, row_id: int, instance: str, now: datetime, attempts: int) -> bool:
@@ -190,8 +156,3 @@ def retry(session: Session, row_id: int, now: datetime) -> OutboxMessage:
     if row.last_error and row.attempts:
         row.attempts = 0  # a fresh series of attempts, with the backoff starting over
     return row
-
-
-def _rowcount(result: object) -> int:
-    """Rows an UPDATE or DELETE touched (a CursorResult; typed as Result by SQLAlchemy)."""
-    return int(getattr(result, "rowcount", 0) or 0)

@@ -16,11 +16,12 @@ import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from notifier.retry import RetryPolicy
 from tickets import webhooks
 from tickets.webhooks import Claimed
 
@@ -39,13 +40,10 @@ class Receiver:
 
 
 @dataclass(frozen=True)
-class WebhookPolicy:
-    instance: str = "buzon"
-    timeout: float = 10.0
-    max_attempts: int = 10
+class WebhookPolicy(RetryPolicy):
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 3600.0
-    batch_size: int = 50
+    timeout: float = 10.0
 
     @property
     def claim_seconds(self) -> float:
@@ -58,12 +56,6 @@ class WebhookPolicy:
 def sign(secret: str, body: bytes) -> str:
     """The X-Buzon-Signature value: HMAC-SHA256 of the exact body under the hook's secret."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def backoff(attempts: int, policy: WebhookPolicy) -> timedelta:
-    """base, 2×base, 4×base … up to the cap, after the `attempts`-th failed try."""
-    seconds = policy.retry_base_seconds * 2 ** max(attempts - 1, 0)
-    return timedelta(seconds=min(seconds, policy.retry_max_seconds))
 
 
 def deliver_webhooks(
@@ -152,7 +144,7 @@ def _failed(
     give_up: bool,
 ) -> str:
     attempts = row.attempts + 1
-    retry_at = None if give_up else now + backoff(attempts, policy)
+    retry_at = None if give_up else now + policy.backoff(attempts)
     with sessions.begin() as session:
         webhooks.mark_failed(session, row, policy.instance, error, retry_at)
     # One line, never the body: it may carry a customer's text.

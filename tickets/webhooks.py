@@ -15,12 +15,13 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tickets import claims
 from tickets.changes import (
     AgentReplied,
     Assigned,
@@ -36,7 +37,8 @@ from tickets.errors import TicketError, TicketNotFound
 from tickets.models import Article, Ticket, WebhookDelivery
 from tickets.sla import SlaBreached, SlaChange, SlaWarning
 
-PENDING, SENT, DEAD = "pending", "sent", "dead"
+SENT, DEAD = "sent", "dead"
+PENDING = claims.PENDING
 STATES = (PENDING, SENT, DEAD)
 
 EVENTS = (
@@ -212,34 +214,16 @@ class Claimed:
 
 
 def due_ids(session: Session, now: datetime, limit: int) -> list[int]:
-    return list(
-        session.scalars(
-            select(WebhookDelivery.id)
-            .where(WebhookDelivery.state == PENDING, WebhookDelivery.next_attempt_at <= now)
-            .where(_unclaimed(now))
-            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
-            .limit(limit)
-        )
-    )
+    return claims.due_ids(session, WebhookDelivery, now, limit)
 
 
 def claim(
     session: Session, row_id: int, instance: str, now: datetime, seconds: float
 ) -> Claimed | None:
-    """Take one row for `seconds`; None when another job holds it or it is done.
-
-    A conditional UPDATE with a rowcount check: of two jobs racing for a row, exactly one
-    wins, on SQLite and PostgreSQL alike. A job killed while holding a row leaves a claim
-    that expires; the row is then sent again (at least once).
-    """
-    result = session.execute(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.id == row_id, WebhookDelivery.state == PENDING)
-        .where(_unclaimed(now))
-        .values(claimed_until=now + timedelta(seconds=seconds), claimed_by=instance)
-        .execution_options(synchronize_session=False)
-    )
-    if _rowcount(result) != 1:
+    """Take one row for `seconds` (`tickets.claims`); None when another job holds it or
+    it is done. A job killed while holding a row leaves a claim that expires; the row is
+    then sent again (at least once)."""
+    if not claims.claim(session, WebhookDelivery, row_id, instance, now, seconds):
         return None
     row = session.get(WebhookDelivery, row_id, populate_existing=True)
     assert row is not None
@@ -275,27 +259,7 @@ def mark_failed(
 
 
 def _finish(session: Session, row_id: int, instance: str, **values: Any) -> bool:
-    """Update a row this job still holds; False if the claim was lost (never double-write)."""
-    result = session.execute(
-        update(WebhookDelivery)
-        .where(
-            WebhookDelivery.id == row_id,
-            WebhookDelivery.state == PENDING,
-            WebhookDelivery.claimed_by == instance,
-        )
-        .values(claimed_until=None, claimed_by=None, **values)
-        .execution_options(synchronize_session=False)
-    )
-    return _rowcount(result) == 1
-
-
-def _unclaimed(now: datetime) -> Any:
-    return or_(WebhookDelivery.claimed_until.is_(None), WebhookDelivery.claimed_until < now)
-
-
-def _rowcount(result: object) -> int:
-    """Rows an UPDATE touched (a CursorResult; typed as Result by SQLAlchemy)."""
-    return int(getattr(result, "rowcount", 0) or 0)
+    return claims.finish(session, WebhookDelivery, row_id, instance, **values)
 
 
 # --- operators (CLI and API) ------------------------------------------------------------------
