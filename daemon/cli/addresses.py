@@ -7,11 +7,10 @@ from typing import Any
 
 import click
 
+from daemon import operations
 from daemon.cli.common import emit_rows, with_app
+from daemon.cli.listing import list_options
 from daemon.wiring import App
-from tickets import queries
-from tickets.addresses import clear_bouncing
-from tickets.models import utcnow
 
 
 @click.group("addresses")
@@ -21,14 +20,13 @@ def addresses_group() -> None:
 
 @addresses_group.command("list")
 @click.option("--bouncing", is_flag=True, help="Only addresses marked bouncing (not mailed).")
-@click.option("--limit", default=1000, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@list_options(limit=1000)
 @with_app
 def addresses_list(app: App, bouncing: bool, limit: int, as_json: bool) -> None:
     """Known addresses, latest bounce first; expired marks are lifted first."""
-    app.expire_bouncing(utcnow())
-    with app.sessions() as session:
-        rows = queries.list_addresses(session, bouncing=bouncing, limit=limit)
+    rows = operations.list_addresses(
+        app.sessions, app.expire_bouncing, bouncing=bouncing, limit=limit
+    )
     emit_rows(rows, as_json, _line, "no bouncing address" if bouncing else "no address")
 
 
@@ -43,9 +41,8 @@ def _line(a: dict[str, Any]) -> str:
 @with_app
 def addresses_clear(app: App, address: tuple[str, ...]) -> None:
     """Lift the bouncing mark of ADDRESS (e.g. the customer fixed their mailbox)."""
-    with app.sessions.begin() as session:
-        cleared = clear_bouncing(session, address)
+    cleared, unmarked = operations.clear_addresses(app.sessions, address)
     for email in cleared:
         click.echo(f"{email}: mark cleared; mail to it resumes")
-    for email in sorted({a.strip().lower() for a in address} - set(cleared)):
+    for email in unmarked:
         click.echo(f"{email}: not marked bouncing")

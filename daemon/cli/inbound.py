@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from sqlalchemy.orm import Session
 
 from daemon import operations
-from daemon.cli.common import EX_TEMPFAIL, emit_rows, fail, with_app
+from daemon.cli.common import EX_TEMPFAIL, fail, with_app
+from daemon.cli.listing import list_options, one_or_every, show
 from daemon.wiring import App
 from tickets import queries
 from tickets.errors import describe
@@ -87,19 +89,15 @@ def inbound_group() -> None:
 
 
 @inbound_group.command("list")
-@click.option(
-    "--state",
-    type=click.Choice([s.value for s in RawState]),
-)
-@click.option("--limit", default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@list_options([s.value for s in RawState])
 @with_app
 def inbound_list(app: App, state: str | None, limit: int, as_json: bool) -> None:
     """Raw messages, newest first."""
-    with app.sessions() as session:
-        rows = queries.list_raw(session, state=state, limit=limit)
 
-    emit_rows(rows, as_json, _raw_line, "no messages")
+    def rows(session: Session) -> list[dict[str, Any]]:
+        return queries.list_raw(session, state=state, limit=limit)
+
+    show(app.sessions, rows, as_json, _raw_line, "no messages")
 
 
 def _raw_line(r: dict[str, Any]) -> str:
@@ -115,8 +113,7 @@ def _raw_line(r: dict[str, Any]) -> str:
 @with_app
 def inbound_reprocess(app: App, raw_id: int | None, failed: bool) -> None:
     """Process a stored message again (after a fix, or once the cause is gone)."""
-    if raw_id is None and not failed:
-        raise click.UsageError("give a RAW_ID or --failed")
+    one_or_every(raw_id, failed, "give a RAW_ID or --failed (not both)")
     states = operations.reprocess(app.sessions, app.desk, raw_id)
     click.echo(
         f"{states.total()} reprocessed: "

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from sqlalchemy.orm import Session
 
 from daemon import operations
-from daemon.cli.common import EX_DATAERR, emit_rows, fail, with_app
+from daemon.cli.common import EX_DATAERR, fail, with_app
+from daemon.cli.listing import list_options, show
 from daemon.wiring import App
 from notifier import outbox
 from notifier.errors import OutboxError
@@ -30,16 +32,15 @@ def outbox_deliver(app: App) -> None:
 
 @outbox_group.command("list")
 @click.option("--failed", is_flag=True, help="Only mails that failed for good.")
-@click.option("--state", type=click.Choice([outbox.PENDING, outbox.SENT, outbox.FAILED]))
-@click.option("--limit", default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@list_options([outbox.PENDING, outbox.SENT, outbox.FAILED])
 @with_app
 def outbox_list(app: App, failed: bool, state: str | None, limit: int, as_json: bool) -> None:
     """Outbound mails, newest first."""
-    with app.sessions() as session:
-        rows = outbox.list_rows(session, state=outbox.FAILED if failed else state, limit=limit)
 
-    emit_rows(rows, as_json, _outbox_line, "no mails")
+    def rows(session: Session) -> list[dict[str, Any]]:
+        return outbox.list_rows(session, state=outbox.FAILED if failed else state, limit=limit)
+
+    show(app.sessions, rows, as_json, _outbox_line, "no mails")
 
 
 def _outbox_line(r: dict[str, Any]) -> str:

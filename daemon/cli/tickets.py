@@ -384,18 +384,16 @@ def tickets_create(
 ) -> None:
     """Register a request that came by phone, chat or in person (seeds 002/003)."""
     body = _read_text(file, text) if (file or text) else ""
-    done = app.desk.change(
-        lambda s: shaping.open_ticket(
-            s,
-            actor,
-            requester=requester,
-            subject=subject,
-            text=body,
-            cc=cc,
-            source=source,
-            language=language or app.settings.default_language,
-            acknowledge=not no_ack,
-        )
+    done = operations.create_ticket(
+        app.desk,
+        actor,
+        requester=requester,
+        subject=subject,
+        text=body,
+        cc=cc,
+        source=source,
+        language=language or app.settings.default_language,
+        acknowledge=not no_ack,
     )
     _report(done.changes[0].ticket_id, f"opened ({source})", done.queued)
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from sqlalchemy.orm import Session
 
-from daemon.cli.common import emit_rows, fail, with_app
+from daemon import operations
+from daemon.cli.common import with_app
+from daemon.cli.listing import list_options, one_or_every, show
 from daemon.wiring import App
 from tickets import webhooks
 from tickets.models import utcnow
@@ -18,15 +21,15 @@ def webhooks_group() -> None:
 
 
 @webhooks_group.command("list")
-@click.option("--state", type=click.Choice(webhooks.STATES))
-@click.option("--limit", default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@list_options(webhooks.STATES)
 @with_app
 def webhooks_list(app: App, state: str | None, limit: int, as_json: bool) -> None:
     """Deliveries, newest first (the bodies are not shown)."""
-    with app.sessions() as session:
-        rows = webhooks.list_deliveries(session, state=state, limit=limit)
-    emit_rows(rows, as_json, _line, "no deliveries")
+
+    def rows(session: Session) -> list[dict[str, Any]]:
+        return webhooks.list_deliveries(session, state=state, limit=limit)
+
+    show(app.sessions, rows, as_json, _line, "no deliveries")
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -42,14 +45,11 @@ def _line(r: dict[str, Any]) -> str:
 @with_app
 def webhooks_retry(app: App, delivery_id: int | None, dead: bool) -> None:
     """Put a dead delivery (ID, or all with --dead) back in line; the next pass sends it."""
-    if (delivery_id is None) == (not dead):
-        fail("give a delivery ID or --dead (not both)", 2)
-    with app.sessions.begin() as session:
-        if dead:
-            count = webhooks.retry_dead(session, utcnow())
-            message = f"webhooks: {count} dead deliveries pending again"
-        else:
-            assert delivery_id is not None
-            webhooks.retry(session, delivery_id, utcnow())
-            message = f"webhook delivery {delivery_id}: pending again"
-    click.echo(message)
+    one_or_every(delivery_id, dead, "give a delivery ID or --dead (not both)")
+    if dead:
+        count = operations.retry_dead_webhooks(app.sessions, utcnow())
+        click.echo(f"webhooks: {count} dead deliveries pending again")
+    else:
+        assert delivery_id is not None
+        operations.retry_webhook(app.sessions, delivery_id, utcnow())
+        click.echo(f"webhook delivery {delivery_id}: pending again")
