@@ -157,14 +157,7 @@ class Desk:
 
         def one(session: Session) -> tuple[int, int]:
             found = sla.scan(session, self.sla_policy, now, self.batch)
-            notify_sla(
-                session,
-                found.changes,
-                self.notifier.settings,
-                self.notifier.renderer,
-                self.routing,
-                now,
-            )
+            notify_sla(session, found.changes, self.notifier.settings, self.routing, now)
             if self.webhooks is not None:
                 self.webhooks.plan(session, found.changes, now)
             return found.checked, len(found.changes)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -49,6 +49,7 @@ from tickets.webhooks import EVENTS, Hook, WebhookPlanner
 # `buzon tickets list` does not import aiosmtpd, imapclient, APScheduler, Jinja2 or the
 # web stack (tests/test_cli_startup.py).
 if TYPE_CHECKING:
+    from daemon.config import OutboundConfig, WebhooksConfig
     from daemon.desk import Desk
     from daemon.health import Health, HttpServer
     from daemon.intake.imap_poller import Connect, ImapPoller
@@ -133,7 +134,6 @@ class App:
             return None
         return StaffNotifier(
             self.notifier.settings,
-            self.notifier.renderer,
             StaffDirectory(
                 agents=s.agent_names,
                 agent_teams={a.address: tuple(a.teams) for a in s.agents},
@@ -206,13 +206,7 @@ class App:
         from notifier.webhooks import WebhookPolicy
 
         cfg = self.settings.webhooks
-        return WebhookPolicy(
-            instance=self.instance,
-            timeout=cfg.timeout,
-            max_attempts=cfg.max_attempts,
-            retry_base_seconds=cfg.retry_base_seconds,
-            retry_max_seconds=cfg.retry_max_seconds,
-        )
+        return WebhookPolicy(instance=self.instance, timeout=cfg.timeout, **_retry(cfg))
 
     def deliver_webhooks(self, now: datetime) -> Counter[str]:
         """One pass of webhook deliveries (the scheduler's job): sent / retry / dead /
@@ -260,9 +254,7 @@ class App:
             instance=self.instance,
             batch_size=out.batch_size,
             claim_seconds=out.claim_seconds,
-            max_attempts=out.max_attempts,
-            retry_base_seconds=out.retry_base_seconds,
-            retry_max_seconds=out.retry_max_seconds,
+            **_retry(out),
             materializer=Materializer(self.notifier.renderer, self.settings.attachments_dir),
         )
 
@@ -742,3 +734,8 @@ def probe_bind(listen: str, key: str) -> None:
             sock.bind(address)
     except OSError as exc:
         raise ConfigError(f"{key} {listen}: {exc.strerror or exc}") from None
+
+
+def _retry(section: OutboundConfig | WebhooksConfig) -> dict[str, Any]:
+    """The retry settings the outbound and webhooks sections share (`notifier.retry`)."""
+    return section.model_dump(include={"max_attempts", "retry_base_seconds", "retry_max_seconds"})

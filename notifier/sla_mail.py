@@ -25,9 +25,9 @@ from notifier.compose import AUTO_GENERATED, Draft, Mailbox
 from notifier.mail import Queued, identify, queue_mail, safely
 from notifier.notify import NotifySettings
 from notifier.planned import plan_mail
-from notifier.render import Renderer
 from parsers.thread_keys import subject_tag
 from tickets.addresses import is_own
+from tickets.facts import ticket_facts
 from tickets.models import ParticipantRole, Ticket
 from tickets.sla import SlaBreached, SlaChange, SlaEscalated, SlaWarning
 
@@ -58,7 +58,6 @@ def notify_sla(
     session: Session,
     changes: Sequence[SlaChange],
     settings: NotifySettings,
-    renderer: Renderer,
     routing: StaffRouting,
     now: datetime,
 ) -> list[Queued]:
@@ -69,7 +68,7 @@ def notify_sla(
         if ticket is None:
             continue
         kind = _kind(change)
-        build = partial(_queue, session, ticket, change, kind, settings, renderer, routing, now)
+        build = partial(_queue, session, ticket, change, kind, settings, routing, now)
         queued = safely(session, ticket, kind, build)
         if queued is not None:
             done.append(queued)
@@ -105,7 +104,6 @@ def _queue(
     change: SlaChange,
     kind: str,
     settings: NotifySettings,
-    renderer: Renderer,
     routing: StaffRouting,
     now: datetime,
 ) -> Queued:
@@ -157,16 +155,8 @@ def _context(
         if due
         else "-"
     )
-    return {
-        "number": ticket.id,
+    return ticket_facts(ticket) | {
         "tag": subject_tag(settings.subject_tag, ticket.id),
-        "subject": ticket.subject,
-        "status": ticket.status,
-        "priority": ticket.priority,
-        "level": ticket.level,
-        "team": ticket.team,
-        "assignee": ticket.assignee,
-        "requester": ticket.requester,
         "clock": clock,
         "clock_label": CLOCK_LABELS[language].get(clock, clock),
         "due_local": due_local,

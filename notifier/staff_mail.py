@@ -36,7 +36,6 @@ from notifier.compose import AUTO_GENERATED, Draft, Mailbox
 from notifier.mail import Queued, identify, queue_mail, safely
 from notifier.notify import NotifySettings
 from notifier.planned import plan_mail
-from notifier.render import Renderer
 from parsers.thread_keys import subject_tag
 from tickets import search
 from tickets.addresses import is_own
@@ -49,6 +48,7 @@ from tickets.changes import (
     Escalated,
     TicketCreated,
 )
+from tickets.facts import ticket_facts
 from tickets.models import Article, ArticleKind, ParticipantRole, Ticket
 
 log = logging.getLogger("buzon.notify")
@@ -147,9 +147,8 @@ def _assigned(ticket: Ticket, change: Assigned, staff: StaffDirectory) -> list[N
 
 
 class StaffNotifier:
-    def __init__(self, settings: NotifySettings, renderer: Renderer, staff: StaffDirectory):
+    def __init__(self, settings: NotifySettings, staff: StaffDirectory):
         self.settings = settings
-        self.renderer = renderer
         self.staff = staff
 
     def notify(self, session: Session, changes: list[Change], now: datetime) -> list[Queued]:
@@ -220,17 +219,10 @@ class StaffNotifier:
     ) -> dict[str, Any]:
         s = self.settings
         article = session.get(Article, notice.article_id) if notice.article_id else None
-        return {
+        return ticket_facts(ticket) | {
             "event": notice.event,
-            "number": ticket.id,
             "tag": subject_tag(s.subject_tag, ticket.id),
-            "subject": ticket.subject,
-            "status": ticket.status,
-            "priority": ticket.priority,
-            "level": ticket.level,
-            "team": ticket.team,
             "assignee_display": s.agent_display(ticket.assignee),
-            "requester": ticket.requester,
             "author_display": _author(article),
             "actor_display": s.agent_display(notice.actor) if notice.actor else "",
             "text": (article.new_text or article.text or "").strip() if article else "",

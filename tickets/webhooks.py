@@ -34,6 +34,7 @@ from tickets.changes import (
     TicketCreated,
 )
 from tickets.errors import TicketError, TicketNotFound
+from tickets.facts import ticket_facts
 from tickets.models import Article, Ticket, WebhookDelivery
 from tickets.sla import SlaBreached, SlaChange, SlaWarning
 
@@ -161,16 +162,7 @@ def _row(
         "id": key,
         "event": event.name,
         "occurred_at": iso(now),
-        "ticket": {
-            "number": ticket.id,
-            "subject": ticket.subject,
-            "status": ticket.status,
-            "priority": ticket.priority,
-            "level": ticket.level,
-            "team": ticket.team,
-            "assignee": ticket.assignee,
-            "requester": ticket.requester,
-        },
+        "ticket": ticket_facts(ticket),
         "data": event.data | ({"imported": True} if imported else {}),
     }
     return WebhookDelivery(
