@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from sqlalchemy.orm import Session
 
 from daemon import operations
 from daemon.cli.common import EX_TEMPFAIL, fail, with_app
-from daemon.cli.listing import list_options, one_or_every, show
+from daemon.cli.listing import list_command, one_or_every
 from daemon.wiring import App
 from tickets import queries
 from tickets.errors import describe
@@ -88,23 +87,21 @@ def inbound_group() -> None:
     """The stored raw messages (the intake queue)."""
 
 
-@inbound_group.command("list")
-@list_options([s.value for s in RawState])
-@with_app
-def inbound_list(app: App, state: str | None, limit: int, as_json: bool) -> None:
-    """Raw messages, newest first."""
-
-    def rows(session: Session) -> list[dict[str, Any]]:
-        return queries.list_raw(session, state=state, limit=limit)
-
-    show(app.sessions, rows, as_json, _raw_line, "no messages")
-
-
 def _raw_line(r: dict[str, Any]) -> str:
     return (
         f"{r['id']:<7} {r['state']:<12} {r['source']:<8} {r['size']:>9}B "
         f"ticket {r['ticket'] or '-':<6} {r['reason'] or ''}"
     )
+
+
+list_command(
+    inbound_group,
+    "Raw messages, newest first.",
+    states=[s.value for s in RawState],
+    rows=lambda session, state, limit: queries.list_raw(session, state=state, limit=limit),
+    line=_raw_line,
+    none="no messages",
+)
 
 
 @inbound_group.command("reprocess")

@@ -5,12 +5,15 @@ or the whole lot by a flag."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from sqlalchemy.orm import Session, sessionmaker
 
-from daemon.cli.common import emit_rows
+from daemon.cli.common import emit_rows, with_app
+
+if TYPE_CHECKING:
+    from daemon.wiring import App
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,6 +42,28 @@ def show(
     with sessions() as session:
         found = rows(session)
     emit_rows(found, as_json, line, none)
+
+
+# A queue's rows: (session, the state asked for or None, limit) -> rows, newest first.
+Rows = Callable[[Session, str | None, int], list[dict[str, Any]]]
+
+
+def list_command(
+    group: click.Group,
+    doc: str,
+    *,
+    states: Sequence[str],
+    rows: Rows,
+    line: Callable[[dict[str, Any]], str],
+    none: str,
+) -> None:
+    """Add `list [--state S] [--limit N] [--json]` to `group`."""
+
+    @group.command("list", help=doc)
+    @list_options(states)
+    @with_app
+    def listing(app: App, state: str | None, limit: int, as_json: bool) -> None:
+        show(app.sessions, lambda session: rows(session, state, limit), as_json, line, none)
 
 
 def one_or_every(one: int | None, every: bool, usage: str) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from sqlalchemy.orm import Session
 
 from daemon import operations
 from daemon.cli.common import with_app
-from daemon.cli.listing import list_options, one_or_every, show
+from daemon.cli.listing import list_command, one_or_every
 from daemon.wiring import App
 from tickets import webhooks
 from tickets.models import utcnow
@@ -20,23 +19,21 @@ def webhooks_group() -> None:
     """Deliveries of ticket events to the configured webhooks."""
 
 
-@webhooks_group.command("list")
-@list_options(webhooks.STATES)
-@with_app
-def webhooks_list(app: App, state: str | None, limit: int, as_json: bool) -> None:
-    """Deliveries, newest first (the bodies are not shown)."""
-
-    def rows(session: Session) -> list[dict[str, Any]]:
-        return webhooks.list_deliveries(session, state=state, limit=limit)
-
-    show(app.sessions, rows, as_json, _line, "no deliveries")
-
-
 def _line(r: dict[str, Any]) -> str:
     return (
         f"{r['id']:<7} {r['state']:<8} {r['hook']:<16} {r['event']:<17} "
         f"ticket {r['ticket'] or '-':<6} attempts {r['attempts']}  {(r['last_error'] or '')[:80]}"
     )
+
+
+list_command(
+    webhooks_group,
+    "Deliveries, newest first (the bodies are not shown).",
+    states=webhooks.STATES,
+    rows=lambda session, state, limit: webhooks.list_deliveries(session, state=state, limit=limit),
+    line=_line,
+    none="no deliveries",
+)
 
 
 @webhooks_group.command("retry")
