@@ -198,9 +198,19 @@ def test_an_action_is_recorded_as_the_signed_in_agent(console: ConsoleService) -
         assert "Hecho" in client.get(done.headers["location"]).text
         refused = client.post(f"/tickets/{number}/category", data={"csrf": csrf, "category": "x"})
         shown = client.get(refused.headers["location"]).text
-        assert "No se pudo" in shown and "unknown type" in shown
+        # The domain's refusal in the console's language: Spanish by default.
+        assert "No se pudo: tipo desconocido" in shown
+        assert "unknown type" not in shown
+        # The history in a person's words, not the stored names.
+        assert "acuse de recibo enviado a cliente@clinica.example" in page.text
+        assert "→ acknowledgement" not in page.text and "notified" not in page.text
         client.get("/language/en?next=/")
-        assert "Could not do it" not in client.get(f"/tickets/{number}").text  # shown once
+        english = client.get(f"/tickets/{number}").text
+        assert "Could not do it" not in english  # shown once
+        assert "acknowledgement sent to cliente@clinica.example" in english
+        assert "internal note added" in english
+        refused = client.post(f"/tickets/{number}/category", data={"csrf": csrf, "category": "x"})
+        assert "Could not do it: unknown type" in client.get(refused.headers["location"]).text
         queue = client.get("/", params={"status": "new", "q": "recordatorios"})
         assert f"/tickets/{number}" in queue.text and "Queue" in queue.text
         assert "unknown type" in client.get("/", params={"category": "nada"}).text

@@ -52,7 +52,7 @@ def test_a_phone_call_becomes_a_ticket_and_the_customer_gets_the_acknowledgement
              "text": "Llamó a las 10: la impresora de recepción no imprime.", "source": "phone",
              "language": "es", "acknowledge": "1"}  # fmt: skip
     refused = agent.post("/new", data=typed)
-    assert refused.status_code == 422 and "No se pudo" in refused.text
+    assert refused.status_code == 422 and "no es una dirección de correo" in refused.text
     assert "la impresora de recepción no imprime" in refused.text  # nothing typed is lost
 
     before = len(console.sink.messages)
@@ -63,7 +63,7 @@ def test_a_phone_call_becomes_a_ticket_and_the_customer_gets_the_acknowledgement
     assert f"#{number}" in str(mail["Subject"]) and body(mail)
     queue = agent.get("/", params={"requester": "recepcion@clinica.example", "due_within": "30d"})
     assert f'href="/tickets/{number}"' in queue.text
-    assert "is not a duration" in agent.get("/", params={"due_within": "pronto"}).text
+    assert "no es una duración" in agent.get("/", params={"due_within": "pronto"}).text
     with console.sessions()() as session:
         ticket = session.get(Ticket, number)
         assert ticket is not None and ticket.subject == "Llamada: no imprime"
@@ -88,7 +88,7 @@ def test_the_requester_is_changed_from_the_ticket_page(
         "ok: Hecho: Cambiar solicitante."
     )
     again = flash_after(agent, agent.post(f"/tickets/{number}/requester", data=post))
-    assert again.startswith("error: No se pudo:") and "already the requester" in again
+    assert again.startswith("error: No se pudo:") and "ya es el solicitante del ticket" in again
     with console.sessions()() as session:
         ticket = session.get(Ticket, number)
         assert ticket is not None and ticket.requester == "paciente@correo.example"
@@ -125,7 +125,7 @@ def test_inbound_messages_are_listed_processed_again_and_released_from_spam(
     # quarantined or ignored one has the button).
     assert flash_after(agent, again) == "ok: Procesados de nuevo: 1 (1 ignorado)."
     not_spam = agent.post("/inbound/release", data={"csrf": csrf, "id": raw.id})
-    assert "not kept as spam" in flash_after(agent, not_spam)
+    assert f"no están guardados como spam: {raw.id}" in flash_after(agent, not_spam)
 
     spam = agent.get("/inbound", params={"state": "spam"}).text
     assert "Oferta increíble" not in spam  # the list never shows a mail's content
@@ -173,7 +173,7 @@ def test_a_bouncing_address_is_cleared_and_its_failed_mail_retried(
     console.mail_to(gone, before)
     wait_for(lambda: failed() is None, 30, "the mail to leave the failed state")
     sent = flash_after(agent, agent.post("/outbox/retry", data={"csrf": csrf, "id": outbox_id}))
-    assert sent.startswith("error: No se pudo:") and "already sent" in sent
+    assert sent.startswith("error: No se pudo:") and "ya se envió" in sent
 
 
 def test_webhook_deliveries_page_and_its_retries(
@@ -185,7 +185,7 @@ def test_webhook_deliveries_page_and_its_retries(
     every = agent.post("/webhooks/retry", data={"csrf": csrf, "every": "dead"})
     assert flash_after(agent, every) == "ok: 0 entregas vuelven a la cola."
     unknown = agent.post("/webhooks/retry", data={"csrf": csrf, "id": "999999"})
-    assert "no webhook delivery 999999" in flash_after(agent, unknown)
+    assert "no existe el envío de webhook 999999" in flash_after(agent, unknown)
 
 
 def test_the_new_pages_are_for_signed_in_agents_with_their_token_and_in_english_too(

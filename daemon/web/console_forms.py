@@ -14,11 +14,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from daemon.desk import Acted
+from daemon.web.console_refusals import refusal
 from daemon.web.console_text import translate
-from daemon.web.console_visit import Console, Visit, agent_page
+from daemon.web.console_visit import Console, Section, Visit
 from notifier.mail import Queued
 from tickets import actions, shaping
 from tickets.blobstore import BlobStore
@@ -46,21 +47,14 @@ class Form:
         return value.replace("\r\n", "\n") if isinstance(value, str) else ""
 
 
-class Forms:
+class Forms(Section):
     def __init__(self, console: Console) -> None:
-        self.console = console
-        self.parts = console.parts
+        super().__init__(console)
         self.desk = console.parts.desk
         self.catalogue = console.parts.catalogue
 
     def routes(self) -> list[BaseRoute]:
-        return [
-            Route(
-                "/tickets/{number:int}/{action}",
-                agent_page(self.console, self.submit),
-                methods=["POST"],
-            )
-        ]
+        return [self.agent_route("/tickets/{number:int}/{action}", self.submit, "POST")]
 
     async def submit(self, request: Request, visit: Visit) -> Response:
         number = int(request.path_params["number"])
@@ -80,7 +74,9 @@ class Forms:
         try:
             done = await run_in_threadpool(action, Form(data), files, visit.agent)
         except TicketError as exc:
-            return self.console.redirect(page, ("error", t("refused", why=str(exc))))
+            return self.console.redirect(
+                page, ("error", t("refused", why=refusal(visit.language, str(exc))))
+            )
         if name == "reply" and not _reaches_someone(done.queued):
             who = ", ".join(f"{e} ({r})" for q in done.queued for e, r in q.refused)
             return self.console.redirect(page, ("error", t("unsent", who=who or "-")))

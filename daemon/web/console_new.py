@@ -9,12 +9,13 @@ from functools import partial
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from daemon import operations
 from daemon.web.console_forms import Form
+from daemon.web.console_refusals import refusal
 from daemon.web.console_text import LANGUAGES, translate
-from daemon.web.console_visit import Console, Visit, agent_page
+from daemon.web.console_visit import Section, Visit
 from tickets.errors import TicketError
 from tickets.shaping import SOURCES
 
@@ -22,16 +23,11 @@ from tickets.shaping import SOURCES
 AGENT_SOURCES = tuple(s for s in SOURCES if s != "mail")
 
 
-class NewTicket:
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.parts = console.parts
-
+class NewTicket(Section):
     def routes(self) -> list[BaseRoute]:
-        page = partial(agent_page, self.console)
         return [
-            Route("/new", page(self.show), methods=["GET"]),
-            Route("/new", page(self.create), methods=["POST"]),
+            self.agent_route("/new", self.show),
+            self.agent_route("/new", self.create, "POST"),
         ]
 
     async def show(self, request: Request, visit: Visit) -> Response:
@@ -61,7 +57,7 @@ class NewTicket:
         except TicketError as exc:
             typed = {k: form.text(k) for k in ("requester", "subject", "text", "cc", "source",
                                                "language", "acknowledge")}  # fmt: skip
-            return self._page(request, visit, typed, str(exc), status=422)
+            return self._page(request, visit, typed, refusal(visit.language, str(exc)), status=422)
         number = done.changes[0].ticket_id
         t = partial(translate, visit.language)
         return self.console.redirect(f"/tickets/{number}", ("ok", t("created", number=number)))

@@ -23,13 +23,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from daemon.web.console_refusals import refusal
 from daemon.web.console_text import LANGUAGES, STATUS_NAMES, translate
 from daemon.web.console_visit import (
     LANGUAGE_COOKIE,
     SECURITY_HEADERS,
     Console,
+    Section,
     Visit,
-    agent_page,
     local_path,
 )
 from tickets import listing, queries
@@ -40,23 +41,17 @@ from tickets.models import Article, utcnow
 QUEUE_LIMIT = 200
 
 
-class Pages:
+class Pages(Section):
     def __init__(self, console: Console) -> None:
-        self.console = console
-        self.parts = console.parts
+        super().__init__(console)
         self.zone = ZoneInfo(self.parts.timezone)
         console.env.filters["when"] = self.when
 
     def routes(self) -> list[BaseRoute]:
-        page = partial(agent_page, self.console)
         return [
-            Route("/", page(self.queue), methods=["GET"]),
-            Route("/tickets/{number:int}", page(self.ticket), methods=["GET"]),
-            Route(
-                "/tickets/{number:int}/attachments/{attachment:int}",
-                page(self.attachment),
-                methods=["GET"],
-            ),
+            self.agent_route("/", self.queue),
+            self.agent_route("/tickets/{number:int}", self.ticket),
+            self.agent_route("/tickets/{number:int}/attachments/{attachment:int}", self.attachment),
             Route("/language/{code}", self.language, methods=["GET"]),
         ]
 
@@ -75,7 +70,7 @@ class Pages:
             rows = await run_in_threadpool(self._tickets, wanted, visit)
             error = None
         except TicketError as exc:
-            rows, error = [], str(exc)
+            rows, error = [], refusal(visit.language, str(exc))
         t = partial(translate, visit.language)
         choices = self._choices(visit)
         return self.console.render(

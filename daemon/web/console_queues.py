@@ -13,11 +13,12 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from daemon import operations
+from daemon.web.console_refusals import refusal
 from daemon.web.console_text import translate
-from daemon.web.console_visit import Console, Visit, agent_page, local_path
+from daemon.web.console_visit import Section, Visit, local_path
 from notifier import outbox
 from notifier.errors import OutboxError
 from tickets import queries, webhooks
@@ -32,23 +33,18 @@ OUTBOX_STATES = (outbox.PENDING, outbox.SENT, outbox.FAILED)
 Lister = Callable[[Any, str | None, int], list[dict[str, Any]]]
 
 
-class Queues:
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.parts = console.parts
-
+class Queues(Section):
     def routes(self) -> list[BaseRoute]:
-        page = partial(agent_page, self.console)
         return [
-            Route("/inbound", page(self.inbound), methods=["GET"]),
-            Route("/inbound/reprocess", page(self.reprocess), methods=["POST"]),
-            Route("/inbound/release", page(self.release), methods=["POST"]),
-            Route("/outbox", page(self.outbox), methods=["GET"]),
-            Route("/outbox/retry", page(self.retry_mail), methods=["POST"]),
-            Route("/webhooks", page(self.webhooks), methods=["GET"]),
-            Route("/webhooks/retry", page(self.retry_delivery), methods=["POST"]),
-            Route("/addresses", page(self.addresses), methods=["GET"]),
-            Route("/addresses/clear", page(self.clear_address), methods=["POST"]),
+            self.agent_route("/inbound", self.inbound),
+            self.agent_route("/inbound/reprocess", self.reprocess, "POST"),
+            self.agent_route("/inbound/release", self.release, "POST"),
+            self.agent_route("/outbox", self.outbox),
+            self.agent_route("/outbox/retry", self.retry_mail, "POST"),
+            self.agent_route("/webhooks", self.webhooks),
+            self.agent_route("/webhooks/retry", self.retry_delivery, "POST"),
+            self.agent_route("/addresses", self.addresses),
+            self.agent_route("/addresses/clear", self.clear_address, "POST"),
         ]
 
     # --- the lists ----------------------------------------------------------------------
@@ -192,5 +188,7 @@ class Queues:
         try:
             said = await run_in_threadpool(run, wanted)
         except (TicketError, OutboxError) as exc:
-            return self.console.redirect(back, ("error", t("refused", why=str(exc))))
+            return self.console.redirect(
+                back, ("error", t("refused", why=refusal(visit.language, str(exc))))
+            )
         return self.console.redirect(back, ("ok", said))

@@ -23,8 +23,8 @@ from daemon.web.console_visit import (
     SESSION_COOKIE,
     Console,
     Forbidden,
+    Section,
     Visit,
-    agent_page,
     local_path,
 )
 from notifier.compose import Mailbox
@@ -62,10 +62,9 @@ class RateLimit:
         return True
 
 
-class SignIn:
+class SignIn(Section):
     def __init__(self, console: Console) -> None:
-        self.console = console
-        self.parts = console.parts
+        super().__init__(console)
         self.limit = RateLimit(self.parts.config.sign_in_attempts_per_minute)
 
     def routes(self) -> list[BaseRoute]:
@@ -74,7 +73,7 @@ class SignIn:
             Route("/signin", self.submit, methods=["POST"]),
             Route("/signin/link", self.link_page, methods=["GET"]),
             Route("/signin/link", self.link_submit, methods=["POST"]),
-            Route("/signout", agent_page(self.console, self.sign_out), methods=["POST"]),
+            self.agent_route("/signout", self.sign_out, "POST"),
         ]
 
     async def page(self, request: Request) -> Response:

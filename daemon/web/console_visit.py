@@ -23,7 +23,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
 
+from daemon.web.console_history import history_line
 from daemon.web.console_text import LANGUAGES, STATUS_NAMES, term, translate
 from daemon.web.parts import WebParts
 from tickets.console_auth import find_session
@@ -123,6 +125,7 @@ class Console:
             t=t,
             status_name=lambda s: t(s) if s in STATUS_NAMES else s,
             term=lambda prefix, value: term(language, prefix, value),
+            history=lambda event: history_line(language, event),
             visit=visit,
             agent_name=self.parts.agents.get(visit.agent or "", visit.agent),
             flash=_read_flash(request),
@@ -178,6 +181,18 @@ def agent_page(console: Console, handler: Handler) -> Callable[[Request], Awaita
             return console.forbidden(request, visit)
 
     return endpoint
+
+
+class Section:
+    """A part of the console (pages, forms) on the shared Console; its agents' routes
+    let only signed-in agents in."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.parts = console.parts
+
+    def agent_route(self, path: str, handler: Handler, method: str = "GET") -> Route:
+        return Route(path, agent_page(self.console, handler), methods=[method])
 
 
 def local_path(value: object, default: str = "/") -> str:
