@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import buzon, python_child
 
@@ -31,15 +32,22 @@ try:
     main(sys.argv[1:], prog_name="buzon", standalone_mode=False)
 except SystemExit as exc:
     assert not exc.code, exc.code
-print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+from tickets.models import Ticket
+print(json.dumps({"modules": sorted(sys.modules), "mapped": Ticket.__mapper__.configured}),
+      file=sys.stderr)
 """
+
+
+def _child(args: list[str], workdir: Path) -> dict[str, Any]:
+    child = python_child(_CHILD, args, workdir)
+    assert child.returncode == 0, child.stderr[-2000:]
+    result: dict[str, Any] = json.loads(child.stderr.splitlines()[-1])
+    return result
 
 
 def _modules(args: list[str], workdir: Path) -> set[str]:
     """Every module the command left in sys.modules, dotted names and their packages."""
-    child = python_child(_CHILD, args, workdir)
-    assert child.returncode == 0, child.stderr[-2000:]
-    names = set(json.loads(child.stderr.splitlines()[-1]))
+    names = set(_child(args, workdir)["modules"])
     return names | {name.partition(".")[0] for name in names}
 
 
@@ -50,6 +58,18 @@ def test_tickets_list_imports_none_of_the_heavy_stacks(tmp_path: Path) -> None:
     assert "sqlalchemy.dialects.sqlite" in loaded  # it did read the database
     assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
     assert UNUSED_DIALECT not in loaded
+
+
+def test_tickets_list_reads_the_table_without_configuring_the_mappers(tmp_path: Path) -> None:
+    mail = "From: ana@cliente.example\nTo: soporte@soporte.example\nSubject: Sin luz\n\nHola.\n"
+    assert buzon(["ingest"], tmp_path, stdin=mail).returncode == 0
+    child = _child(["tickets", "list", "--json"], tmp_path)
+    assert child["mapped"] is False  # no relationship of any model was set up
+    listed = json.loads(buzon(["tickets", "list", "--json"], tmp_path).stdout)
+    assert [(t["number"], t["subject"], t["requester"]) for t in listed] == [
+        (1, "Sin luz", "ana@cliente.example")
+    ]
+    assert listed[0]["first_response_due_at"]  # the stored SLA due time, as before
 
 
 def test_a_new_database_is_still_migrated_first(tmp_path: Path) -> None:
