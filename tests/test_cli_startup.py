@@ -32,9 +32,10 @@ try:
     main(sys.argv[1:], prog_name="buzon", standalone_mode=False)
 except SystemExit as exc:
     assert not exc.code, exc.code
+import gc
 from tickets.models import Ticket
-print(json.dumps({"modules": sorted(sys.modules), "mapped": Ticket.__mapper__.configured}),
-      file=sys.stderr)
+print(json.dumps({"modules": sorted(sys.modules), "mapped": Ticket.__mapper__.configured,
+                  "frozen": gc.get_freeze_count()}), file=sys.stderr)
 """
 
 
@@ -70,6 +71,17 @@ def test_tickets_list_reads_the_table_without_configuring_the_mappers(tmp_path: 
         (1, "Sin luz", "ana@cliente.example")
     ]
     assert listed[0]["first_response_due_at"]  # the stored SLA due time, as before
+
+
+def test_tickets_list_spares_its_exit_the_collection_but_still_closes_the_database(
+    tmp_path: Path,
+) -> None:
+    assert buzon(["db", "upgrade"], tmp_path).returncode == 0
+    child = _child(["tickets", "list"], tmp_path)
+    assert child["frozen"] > 10_000  # the imported modules' objects, out of gc's walk
+    # Its connection was not frozen with them: closed at exit, SQLite's last connection
+    # checkpoints and removes the WAL files.
+    assert sorted(p.name for p in (tmp_path / "data").glob("buzon.db*")) == ["buzon.db"]
 
 
 def test_a_new_database_is_still_migrated_first(tmp_path: Path) -> None:
