@@ -25,13 +25,21 @@ HEAVY = (
 )
 # On SQLite: PostgreSQL's dialect package imports its four drivers' modules.
 UNUSED_DIALECT = "sqlalchemy.dialects.postgresql"
-_CHILD = """
-import json, sys
-from daemon.cli.root import main
+# The command as the `buzon` script runs it, or called in process as a host (a test) does;
+# then what the process holds.
+_AS_PROGRAM = """
+from daemon.cli import entry
+sys.argv = ["buzon", *sys.argv[1:]]
 try:
-    main(sys.argv[1:], prog_name="buzon", standalone_mode=False)
+    entry()
 except SystemExit as exc:
     assert not exc.code, exc.code
+"""
+_IN_PROCESS = """
+from daemon.cli.root import main
+main(sys.argv[1:], prog_name="buzon", standalone_mode=False)
+"""
+_REPORT = """
 import gc
 from tickets.models import Ticket
 print(json.dumps({"modules": sorted(sys.modules), "mapped": Ticket.__mapper__.configured,
@@ -39,8 +47,8 @@ print(json.dumps({"modules": sorted(sys.modules), "mapped": Ticket.__mapper__.co
 """
 
 
-def _child(args: list[str], workdir: Path) -> dict[str, Any]:
-    child = python_child(_CHILD, args, workdir)
+def _child(args: list[str], workdir: Path, run: str = _AS_PROGRAM) -> dict[str, Any]:
+    child = python_child("import json, sys\n" + run + _REPORT, args, workdir)
     assert child.returncode == 0, child.stderr[-2000:]
     result: dict[str, Any] = json.loads(child.stderr.splitlines()[-1])
     return result
@@ -82,6 +90,9 @@ def test_tickets_list_spares_its_exit_the_collection_but_still_closes_the_databa
     # Its connection was not frozen with them: closed at exit, SQLite's last connection
     # checkpoints and removes the WAL files.
     assert sorted(p.name for p in (tmp_path / "data").glob("buzon.db*")) == ["buzon.db"]
+    # Freezing acts on the whole process: a host calling the group in process keeps its
+    # collector as it was.
+    assert _child(["tickets", "list"], tmp_path, run=_IN_PROCESS)["frozen"] == 0
 
 
 def test_a_new_database_is_still_migrated_first(tmp_path: Path) -> None:

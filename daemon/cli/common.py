@@ -6,7 +6,6 @@ pipe), and only through `fail` here or `sys.exit` in the run commands.
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import sys
 from collections.abc import Callable
@@ -60,12 +59,6 @@ def load_app(config: str | None, *, prepare: bool = True, creates_data_dir: bool
     configure_logging(settings.log.level, settings.log.json_format, one_shot=not creates_data_dir)
     from daemon.wiring import App  # here: `buzon --help` and `--version` do without it
 
-    if not creates_data_dir:
-        # A one-shot command's modules, classes and functions live until it exits: moved
-        # out of the collector's sight, the interpreter's exit no longer walks them (for
-        # `buzon tickets list` that walk was ~20 % of its CPU time). What the command
-        # creates from here on (engine, connections) is collected and closed as before.
-        gc.freeze()
     app = App(settings)
     if prepare:
         try:
