@@ -29,7 +29,13 @@ COMMANDS = {"tickets list": ["tickets", "list"], "--version": ["--version"]}
 
 
 def environment(tmp: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUZON_")}
+    # Without PYTHONDONTWRITEBYTECODE: an installed buzón runs from bytecode, and with it
+    # set (as in some shells here) every run compiles buzón's modules from source again.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("BUZON_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
     env.update(
         BUZON_DATA_DIR=str(tmp / "data"),
         BUZON_SECRET_KEY="bench-secret-0123456789",

@@ -34,20 +34,18 @@ from daemon.config import (
     check_hostport,
     split_hostport,
 )
-from parsers import Limits, SpamRules
 from tickets.actions import Catalogue
 from tickets.addresses import expire_bouncing
 from tickets.db import DbTimeouts, make_engine, make_session_factory, upgrade
 from tickets.inbox import release_claims
 from tickets.models import utcnow
-from tickets.policy import AgentMailPolicy, MailPolicy
 from tickets.priority import PriorityMatrix
 from tickets.routing import Actions, Rule, compile_words, urgent_rule
 from tickets.webhooks import EVENTS, Hook, WebhookPlanner
 
 # What only some commands use is imported where it is used: a one-shot command such as
-# `buzon tickets list` does not import aiosmtpd, imapclient, APScheduler, Jinja2 or the
-# web stack (tests/test_cli_startup.py).
+# `buzon tickets list` does not import aiosmtpd, imapclient, APScheduler, Jinja2, the
+# web stack or the parsers (tests/test_cli_startup.py).
 if TYPE_CHECKING:
     from daemon.config import OutboundConfig, WebhooksConfig
     from daemon.desk import Desk
@@ -67,6 +65,8 @@ if TYPE_CHECKING:
     from notifier.staff_mail import StaffNotifier
     from notifier.transports import Transport
     from notifier.webhooks import WebhookPolicy
+    from parsers import SpamRules
+    from tickets.policy import MailPolicy
     from tickets.sla import SlaPolicy
 
 
@@ -284,6 +284,9 @@ class App:
 
     @cached_property
     def policy(self) -> MailPolicy:
+        from parsers import Limits  # the parsing stack: not for one-shot reads
+        from tickets.policy import AgentMailPolicy, MailPolicy
+
         s = self.settings
         return MailPolicy(
             own_addresses=s.own_addresses,
@@ -318,6 +321,8 @@ class App:
 
     @cached_property
     def spam_rules(self) -> SpamRules:
+        from parsers import SpamRules
+
         cfg = self.settings.spam
         return SpamRules(
             enabled=cfg.enabled,

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from datetime import MAXYEAR, UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-import holidays
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 _SECOND = 1_000_000  # microseconds; every instant below is an int of them since the epoch
@@ -79,6 +77,8 @@ class BusinessCalendar:
         self._zone = ZoneInfo(timezone)
         self._workdays = frozenset(workdays)
         self._start, self._end = start, end
+        import holidays  # here: commands that only read tickets (`buzon tickets list`) skip it
+
         days = holidays.HolidayBase()
         if country:
             days = holidays.country_holidays(country, subdiv=subdivision)

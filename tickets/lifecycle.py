@@ -7,15 +7,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Table
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tickets.changes import Change, StatusChanged
 from tickets.errors import InvalidTransition
 from tickets.models import Event, Ticket, utcnow
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PgInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
 
 class Status(StrEnum):
@@ -61,11 +64,20 @@ def record_once(
         "created_at": now,
         "data": {},
     }
-    bind = session.get_bind()
-    insert = pg_insert if bind.dialect.name == "postgresql" else sqlite_insert
+    # The dialects' insert constructs are imported here: loading both dialect packages
+    # (PostgreSQL's brings its four drivers) costs a read-only command tens of ms.
     table = Event.__table__
     assert isinstance(table, Table)
-    statement = insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id)
+    upsert: PgInsert | SqliteInsert
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        upsert = pg_insert(table)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        upsert = sqlite_insert(table)
+    statement = upsert.values(**values).on_conflict_do_nothing().returning(table.c.id)
     # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
     return session.execute(statement).first() is not None
 

@@ -21,6 +21,7 @@ def entry() -> None:
         sys.exit(run_pipe(argv))
     from daemon.cli.root import main
 
+    main.owns_process = True
     main(prog_name="buzon")
 
 
