@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from tickets.actions import DEFAULT_CATEGORIES
 from tickets.addresses import is_own
@@ -767,8 +772,10 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
     data.update(overrides)
+    where = f"config {path}" if path else "config"
     try:
         return Settings(**data)
     except ValidationError as exc:
-        where = f"config {path}" if path else "config"
         raise ConfigError(f"{where}: {_format_error(exc)}") from None
+    except SettingsError as exc:  # a BUZON_* variable that is not valid JSON for its section
+        raise ConfigError(f"{where}: {exc}") from None

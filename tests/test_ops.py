@@ -105,6 +105,22 @@ def test_a_config_error_while_wiring_is_one_line_and_78(tmp_path: Path) -> None:
         assert "smtp.tls_cert" in done.stderr
 
 
+def test_a_section_variable_that_is_not_json_is_one_line_and_78(tmp_path: Path) -> None:
+    """BUZON_SMTP holds the whole [smtp] section as JSON: a typo there is a config error
+    like any other, not a traceback."""
+    done = subprocess.run(
+        [sys.executable, "-m", "daemon", "config", "check"],
+        cwd=tmp_path,
+        env={**_env(), "BUZON_SMTP": "{listen: 127.0.0.1:2525"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 78, done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert 'error parsing value for field "smtp"' in done.stderr
+
+
 def test_a_busy_http_port_is_a_config_error(tmp_path: Path) -> None:
     with socket_bound() as port:
         config = write_config(
