@@ -25,6 +25,7 @@ from notifier.planned import plan_mail
 from notifier.recipients import Budget, Recipient, Selection, select_recipients
 from notifier.render import Renderer
 from parsers.thread_keys import plus_address, subject_tag
+from tickets.batch import NeedsSavepoint, optimistic
 from tickets.changes import (
     AgentReplied,
     Assigned,
@@ -175,7 +176,16 @@ class Notifier:
     def _queue_safely(
         self, session: Session, ticket: Ticket, plan: Plan, now: datetime
     ) -> Queued | None:
-        return safely(session, ticket, plan.kind, lambda: self._queue(session, ticket, plan, now))
+        if not optimistic(session):
+            return safely(
+                session, ticket, plan.kind, lambda: self._queue(session, ticket, plan, now)
+            )
+        # A batch's optimistic pass takes no savepoint: a failure sends the batch to its
+        # isolated pass, where the savepoint above records it as ever.
+        try:
+            return self._queue(session, ticket, plan, now)
+        except Exception as exc:
+            raise NeedsSavepoint(f"mail for ticket={ticket.id} kind={plan.kind}") from exc
 
     # --- one mail --------------------------------------------------------------------------
 
@@ -322,6 +332,11 @@ class Notifier:
             .order_by(Article.id)
         )
         if plan.kind == "acknowledgement" and plan.article_id is not None:
+            # The ticket was opened by this very article (TicketCreated), in this
+            # transaction: it is the whole thread so far, in the session already.
+            first = session.get(Article, plan.article_id)
+            if first is not None and first.ticket_id == ticket.id:
+                return first.message_id, [first.message_id] if first.message_id else []
             query = query.where(Article.id <= plan.article_id)
         if reply is not None:
             query = query.where(Article.id != reply.id)

@@ -198,8 +198,12 @@ def test_a_reply_ends_its_transaction_so_workers_never_wait_for_two_tickets(
     outcomes = batch_app.desk.ingest_batch(ids)
     assert [o.state for o in outcomes] == ["processed"] * 4
     assert outcomes[1].ticket_id == first.ticket_id
-    # [new, reply] then [new, new]: the reply's ticket lock is held alone until its commit.
-    assert len(commits) == 2
+    if batch_app.engine.dialect.name == "sqlite":
+        # BEGIN IMMEDIATE locked the whole database: no ticket lock to wait for, one commit.
+        assert len(commits) == 1
+    else:
+        # [new, reply] then [new, new]: the reply's ticket lock is held alone until commit.
+        assert len(commits) == 2
     assert count(batch_app, Ticket) == 4
 
 
