@@ -116,6 +116,36 @@ def test_a_poisoned_mail_fails_alone_and_its_neighbours_commit(
     assert count(batch_app, OutboxMessage) == 4
 
 
+def test_an_acknowledgement_failing_in_a_batch_loses_neither_its_ticket_nor_neighbours(
+    tmp_path: Path, db_url: str
+) -> None:
+    # The optimistic pass takes no savepoint around the notifier: the failure sends the
+    # batch to the isolated pass, where it is recorded as on the one-by-one path.
+    overrides = tmp_path / "plantillas"
+    (overrides / "es").mkdir(parents=True)
+    (overrides / "es" / "acknowledgement.body.txt").write_text(
+        f'{{% if "{POISON}" in subject %}}{{{{ no_such_value }}}}{{% endif %}}Recibido.\n'
+    )
+    app = make_app(
+        tmp_path,
+        db_url,
+        support_addresses=["soporte@soporte.example"],
+        outbound={"templates_dir": str(overrides)},
+    )
+    raws = [customer(n) for n in range(4)]
+    raws[1] = customer(1, subject=POISON)
+    ids = accept_many(app.sessions, [(raw, {}) for raw in raws], "smtp")
+    outcomes = app.desk.ingest_batch(ids)
+    assert [o.state for o in outcomes] == ["processed"] * 4
+    assert count(app, Ticket) == 4
+    assert count(app, OutboxMessage, OutboxMessage.kind == "acknowledgement") == 3
+    with app.sessions() as s:
+        errors = list(s.scalars(select(Event).where(Event.kind == "notify_error")))
+        assert [e.ticket_id for e in errors] == [outcomes[1].ticket_id]
+        assert "no_such_value" in errors[0].data["error"]
+    app.engine.dispose()
+
+
 def test_a_mail_failing_again_and_again_is_quarantined_by_the_batch(
     batch_app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:
