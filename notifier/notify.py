@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from notifier.compose import AUTO_GENERATED, AUTO_REPLIED, Draft, Mailbox
@@ -259,16 +259,35 @@ class Notifier:
             if reply is not None
             else (),
         )
-        article = reply or Article(ticket=ticket, kind=ArticleKind.OUTBOUND, author=ACTOR)
-        article.message_id = mail.message_id
-        article.from_addr, article.from_name = sender.email, sender.name
-        article.to_addrs, article.cc_addrs = [to.email], [m.email for m in cc]
-        article.subject = mail.subject
+        addressed = {
+            "message_id": mail.message_id,
+            "from_addr": sender.email,
+            "from_name": sender.name,
+            "to_addrs": [to.email],
+            "cc_addrs": [m.email for m in cc],
+            "subject": mail.subject,
+        }
         if reply is None:
-            article.text = article.new_text = body
-            article.created_at = now
-        session.add(article)
-        session.flush()
+            # Its own article, by INSERT..RETURNING its id: nothing reads it back as an
+            # object, and no unit of work is flushed for it.
+            article_id = session.scalars(
+                insert(Article)
+                .values(
+                    ticket_id=ticket.id,
+                    kind=ArticleKind.OUTBOUND,
+                    author=ACTOR,
+                    text=body,
+                    new_text=body,
+                    created_at=now,
+                    **addressed,
+                )
+                .returning(Article.id)
+            ).one()
+        else:
+            for key, value in addressed.items():
+                setattr(reply, key, value)
+            session.flush()
+            article_id = reply.id
         return queue_mail(
             session,
             ticket,
@@ -277,7 +296,7 @@ class Notifier:
             message_id=mail.message_id,
             mail_from=base.email,
             recipients=[r.email for r in selection.allowed],
-            article_id=article.id,
+            article_id=article_id,
             automatic=automatic,
             now=now,
             refused=refused,

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from notifier.errors import OutboxError
@@ -41,28 +41,35 @@ def enqueue(
     `message`, serialised now."""
     if (message is None) == (plan is None):
         raise ValueError("enqueue takes a message or a plan")
-    row = OutboxMessage(
-        ticket_id=ticket_id,
-        article_id=article_id,
-        kind=kind,
-        message_id=message_id,
-        mail_from=mail_from,
-        recipients=list(recipients),
-        raw=serialise(message, recipients) if message is not None else None,
-        plan=plan,
-        state=PENDING,
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-    )
-    session.add(row)
-    session.flush()
-    if automatic:
-        for email in recipients:
-            session.add(
-                OutboxRecipient(outbox_id=row.id, email=email, ticket_id=ticket_id, created_at=now)
-            )
-        session.flush()  # the next budget count in this transaction must see them
+    # INSERT..RETURNING the row, and one executemany for its budget rows: no unit of work
+    # to flush (the notifier writes one of these per mail). The budget rows are in the
+    # table at once: the next budget count in this transaction sees them.
+    row = session.scalars(
+        insert(OutboxMessage)
+        .values(
+            ticket_id=ticket_id,
+            article_id=article_id,
+            kind=kind,
+            message_id=message_id,
+            mail_from=mail_from,
+            recipients=list(recipients),
+            raw=serialise(message, recipients) if message is not None else None,
+            plan=plan,
+            state=PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        .returning(OutboxMessage)
+    ).one()
+    if automatic and recipients:
+        session.execute(
+            insert(OutboxRecipient),
+            [
+                {"outbox_id": row.id, "email": email, "ticket_id": ticket_id, "created_at": now}
+                for email in recipients
+            ],
+        )
     return row
 
 
