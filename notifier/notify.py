@@ -80,6 +80,9 @@ class NotifySettings:
         return self.sender.email.partition("@")[2]
 
 
+# An outbound article's INSERT, built once (its values come as parameters).
+_INSERT_ARTICLE = insert(Article).returning(Article.id)
+
 # Mails that answer a person's mail carry "Re: " before the ticket's subject.
 ANSWERS = frozenset({"acknowledgement", "reply"})
 
@@ -270,19 +273,15 @@ class Notifier:
         if reply is None:
             # Its own article, by INSERT..RETURNING its id: nothing reads it back as an
             # object, and no unit of work is flushed for it.
-            article_id = session.scalars(
-                insert(Article)
-                .values(
-                    ticket_id=ticket.id,
-                    kind=ArticleKind.OUTBOUND,
-                    author=ACTOR,
-                    text=body,
-                    new_text=body,
-                    created_at=now,
-                    **addressed,
-                )
-                .returning(Article.id)
-            ).one()
+            own = {
+                "ticket_id": ticket.id,
+                "kind": ArticleKind.OUTBOUND,
+                "author": ACTOR,
+                "text": body,
+                "new_text": body,
+                "created_at": now,
+            }
+            article_id = session.scalars(_INSERT_ARTICLE, [own | addressed]).one()
         else:
             for key, value in addressed.items():
                 setattr(reply, key, value)

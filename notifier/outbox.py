@@ -21,6 +21,10 @@ from tickets.models import OutboxMessage, OutboxRecipient
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 
+# Built once: the values come as parameters (the statement is the same for every mail).
+_INSERT_ROW = insert(OutboxMessage).returning(OutboxMessage)
+_INSERT_RECIPIENTS = insert(OutboxRecipient)
+
 
 def enqueue(
     session: Session,
@@ -44,27 +48,24 @@ def enqueue(
     # INSERT..RETURNING the row, and one executemany for its budget rows: no unit of work
     # to flush (the notifier writes one of these per mail). The budget rows are in the
     # table at once: the next budget count in this transaction sees them.
-    row = session.scalars(
-        insert(OutboxMessage)
-        .values(
-            ticket_id=ticket_id,
-            article_id=article_id,
-            kind=kind,
-            message_id=message_id,
-            mail_from=mail_from,
-            recipients=list(recipients),
-            raw=serialise(message, recipients) if message is not None else None,
-            plan=plan,
-            state=PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-        )
-        .returning(OutboxMessage)
-    ).one()
+    values = {
+        "ticket_id": ticket_id,
+        "article_id": article_id,
+        "kind": kind,
+        "message_id": message_id,
+        "mail_from": mail_from,
+        "recipients": list(recipients),
+        "raw": serialise(message, recipients) if message is not None else None,
+        "plan": plan,
+        "state": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+    row = session.scalars(_INSERT_ROW, [values]).one()
     if automatic and recipients:
         session.execute(
-            insert(OutboxRecipient),
+            _INSERT_RECIPIENTS,
             [
                 {"outbox_id": row.id, "email": email, "ticket_id": ticket_id, "created_at": now}
                 for email in recipients
