@@ -340,6 +340,13 @@ class Notifier:
     ) -> tuple[str | None, list[str]]:
         """In-Reply-To the latest mail of the thread (for an acknowledgement: the
         customer's mail itself); References from the first mail to it."""
+        acknowledged = plan.article_id if plan.kind == "acknowledgement" else None
+        if acknowledged is not None:
+            # The ticket was opened by this very article (TicketCreated), in this
+            # transaction: it is the whole thread so far, in the session already.
+            first = session.get(Article, acknowledged)
+            if first is not None and first.ticket_id == ticket.id:
+                return first.message_id, [first.message_id] if first.message_id else []
         query = (
             select(Article.id, Article.message_id)
             .where(
@@ -349,13 +356,8 @@ class Notifier:
             )
             .order_by(Article.id)
         )
-        if plan.kind == "acknowledgement" and plan.article_id is not None:
-            # The ticket was opened by this very article (TicketCreated), in this
-            # transaction: it is the whole thread so far, in the session already.
-            first = session.get(Article, plan.article_id)
-            if first is not None and first.ticket_id == ticket.id:
-                return first.message_id, [first.message_id] if first.message_id else []
-            query = query.where(Article.id <= plan.article_id)
+        if acknowledged is not None:
+            query = query.where(Article.id <= acknowledged)
         if reply is not None:
             query = query.where(Article.id != reply.id)
         ids = [mid for _, mid in session.execute(query) if mid]
