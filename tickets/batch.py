@@ -302,8 +302,8 @@ def _apply_optimistic(
 ) -> tuple[Outcome, dict[str, Any]]:
     """One mail without a savepoint: any failure sends the whole batch to the isolated
     pass (a transient one first puts this mail back in the queue). Its last writes are
-    flushed with the next mail's (one INSERT for both mails' events): whichever mail a
-    failing flush meets, the isolated pass finds the one it belongs to."""
+    flushed with the next mail's (one flush, not two): whichever mail a failing flush
+    meets, the isolated pass finds the one it belongs to."""
     now = utcnow()
     raw_id = row.id  # read now: a failed flush expires the row with the transaction
     try:

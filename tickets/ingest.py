@@ -561,7 +561,8 @@ def _open_ticket(
     session.add(ticket)
     _add_participant(session, ticket, sender, ParticipantRole.REQUESTER, policy)
     _add_copied(session, policy, ticket, msg, sender, known={sender.email})
-    # Dated like the notifier's events (`at`): the same columns, one INSERT for both.
+    # Dated like the notifier's events (`at`): with the same columns, the previous mail's
+    # "notified" and this "created" are one executemany (one statement on PostgreSQL).
     record(session, ticket, "created", sender.email, source=row.source, raw_id=row.id, at=now)
     routed = route(policy.routing, _incoming(row, msg, sender, recipients))
     apply_route(session, ticket, routed, policy.matrix, ROUTING_ACTOR)
