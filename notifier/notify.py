@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from notifier.compose import AUTO_GENERATED, AUTO_REPLIED, Draft, Mailbox
@@ -25,6 +25,7 @@ from notifier.planned import plan_mail
 from notifier.recipients import Budget, Recipient, Selection, select_recipients
 from notifier.render import Renderer
 from parsers.thread_keys import plus_address, subject_tag
+from tickets.batch import NeedsSavepoint, optimistic
 from tickets.changes import (
     AgentReplied,
     Assigned,
@@ -78,6 +79,9 @@ class NotifySettings:
     def domain(self) -> str:
         return self.sender.email.partition("@")[2]
 
+
+# An outbound article's INSERT, built once (its values come as parameters).
+_INSERT_ARTICLE = insert(Article).returning(Article.id)
 
 # Mails that answer a person's mail carry "Re: " before the ticket's subject.
 ANSWERS = frozenset({"acknowledgement", "reply"})
@@ -175,7 +179,16 @@ class Notifier:
     def _queue_safely(
         self, session: Session, ticket: Ticket, plan: Plan, now: datetime
     ) -> Queued | None:
-        return safely(session, ticket, plan.kind, lambda: self._queue(session, ticket, plan, now))
+        if not optimistic(session):
+            return safely(
+                session, ticket, plan.kind, lambda: self._queue(session, ticket, plan, now)
+            )
+        # A batch's optimistic pass takes no savepoint: a failure sends the batch to its
+        # isolated pass, where the savepoint above records it as ever.
+        try:
+            return self._queue(session, ticket, plan, now)
+        except Exception as exc:
+            raise NeedsSavepoint(f"mail for ticket={ticket.id} kind={plan.kind}") from exc
 
     # --- one mail --------------------------------------------------------------------------
 
@@ -249,16 +262,31 @@ class Notifier:
             if reply is not None
             else (),
         )
-        article = reply or Article(ticket=ticket, kind=ArticleKind.OUTBOUND, author=ACTOR)
-        article.message_id = mail.message_id
-        article.from_addr, article.from_name = sender.email, sender.name
-        article.to_addrs, article.cc_addrs = [to.email], [m.email for m in cc]
-        article.subject = mail.subject
+        addressed = {
+            "message_id": mail.message_id,
+            "from_addr": sender.email,
+            "from_name": sender.name,
+            "to_addrs": [to.email],
+            "cc_addrs": [m.email for m in cc],
+            "subject": mail.subject,
+        }
         if reply is None:
-            article.text = article.new_text = body
-            article.created_at = now
-        session.add(article)
-        session.flush()
+            # Its own article, by INSERT..RETURNING its id: nothing reads it back as an
+            # object, and no unit of work is flushed for it.
+            own = {
+                "ticket_id": ticket.id,
+                "kind": ArticleKind.OUTBOUND,
+                "author": ACTOR,
+                "text": body,
+                "new_text": body,
+                "created_at": now,
+            }
+            article_id = session.scalars(_INSERT_ARTICLE, [own | addressed]).one()
+        else:
+            for key, value in addressed.items():
+                setattr(reply, key, value)
+            session.flush()
+            article_id = reply.id
         return queue_mail(
             session,
             ticket,
@@ -267,7 +295,7 @@ class Notifier:
             message_id=mail.message_id,
             mail_from=base.email,
             recipients=[r.email for r in selection.allowed],
-            article_id=article.id,
+            article_id=article_id,
             automatic=automatic,
             now=now,
             refused=refused,
@@ -312,6 +340,13 @@ class Notifier:
     ) -> tuple[str | None, list[str]]:
         """In-Reply-To the latest mail of the thread (for an acknowledgement: the
         customer's mail itself); References from the first mail to it."""
+        acknowledged = plan.article_id if plan.kind == "acknowledgement" else None
+        if acknowledged is not None:
+            # The ticket was opened by this very article (TicketCreated), in this
+            # transaction: it is the whole thread so far, in the session already.
+            first = session.get(Article, acknowledged)
+            if first is not None and first.ticket_id == ticket.id:
+                return first.message_id, [first.message_id] if first.message_id else []
         query = (
             select(Article.id, Article.message_id)
             .where(
@@ -321,8 +356,8 @@ class Notifier:
             )
             .order_by(Article.id)
         )
-        if plan.kind == "acknowledgement" and plan.article_id is not None:
-            query = query.where(Article.id <= plan.article_id)
+        if acknowledged is not None:
+            query = query.where(Article.id <= acknowledged)
         if reply is not None:
             query = query.where(Article.id != reply.id)
         ids = [mid for _, mid in session.execute(query) if mid]

@@ -12,7 +12,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from notifier.errors import OutboxError
@@ -22,6 +22,10 @@ from tickets.models import OutboxMessage, OutboxRecipient
 
 SENT, FAILED = "sent", "failed"
 PENDING = claims.PENDING
+
+# Built once: the values come as parameters (the statement is the same for every mail).
+_INSERT_ROW = insert(OutboxMessage).returning(OutboxMessage)
+_INSERT_RECIPIENTS = insert(OutboxRecipient)
 
 
 def enqueue(
@@ -43,28 +47,32 @@ def enqueue(
     `message`, serialised now."""
     if (message is None) == (plan is None):
         raise ValueError("enqueue takes a message or a plan")
-    row = OutboxMessage(
-        ticket_id=ticket_id,
-        article_id=article_id,
-        kind=kind,
-        message_id=message_id,
-        mail_from=mail_from,
-        recipients=list(recipients),
-        raw=serialise(message, recipients) if message is not None else None,
-        plan=plan,
-        state=PENDING,
-        attempts=0,
-        next_attempt_at=now,
-        created_at=now,
-    )
-    session.add(row)
-    session.flush()
-    if automatic:
-        for email in recipients:
-            session.add(
-                OutboxRecipient(outbox_id=row.id, email=email, ticket_id=ticket_id, created_at=now)
-            )
-        session.flush()  # the next budget count in this transaction must see them
+    # INSERT..RETURNING the row, and one executemany for its budget rows: no unit of work
+    # to flush (the notifier writes one of these per mail). The budget rows are in the
+    # table at once: the next budget count in this transaction sees them.
+    values = {
+        "ticket_id": ticket_id,
+        "article_id": article_id,
+        "kind": kind,
+        "message_id": message_id,
+        "mail_from": mail_from,
+        "recipients": list(recipients),
+        "raw": serialise(message, recipients) if message is not None else None,
+        "plan": plan,
+        "state": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+    row = session.scalars(_INSERT_ROW, [values]).one()
+    if automatic and recipients:
+        session.execute(
+            _INSERT_RECIPIENTS,
+            [
+                {"outbox_id": row.id, "email": email, "ticket_id": ticket_id, "created_at": now}
+                for email in recipients
+            ],
+        )
     return row
 
 

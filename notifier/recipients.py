@@ -18,9 +18,21 @@ import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Select, String, distinct, exists, func, literal, select, union_all
+from sqlalchemy import (
+    CompoundSelect,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    distinct,
+    exists,
+    func,
+    select,
+    union_all,
+)
 from sqlalchemy.orm import Session
 
 from tickets.models import (
@@ -183,7 +195,14 @@ def _facts(
     facts = _Facts()
     if not emails:
         return facts
-    rows = session.execute(union_all(*(_facts_of(e, ticket_id, budget, now) for e in emails)))
+    params: dict[str, Any] = {f"email_{n}": email for n, email in enumerate(emails)}
+    if budget is not None:
+        params |= {
+            "ticket_id": ticket_id,
+            "since": now - timedelta(seconds=budget.window_seconds),
+            "stranger_since": now - timedelta(seconds=budget.stranger_window_seconds),
+        }
+    rows = session.execute(_facts_statement(len(emails), budget is not None), params)
     for row in rows.mappings():
         email = row["email"]
         if row["bouncing"]:
@@ -200,28 +219,39 @@ def _facts(
     return facts
 
 
-def _facts_of(email: str, ticket_id: int, budget: Budget | None, now: datetime) -> Select[Any]:
+# The statement takes its values as parameters: built once per number of candidates,
+# not per mail (building it cost more than running it).
+_TICKET = bindparam("ticket_id", type_=Integer)
+_SINCE = bindparam("since", type_=OutboxRecipient.created_at.type)
+_STRANGER_SINCE = bindparam("stranger_since", type_=OutboxRecipient.created_at.type)
+
+
+@lru_cache(maxsize=64)
+def _facts_statement(candidates: int, budget: bool) -> CompoundSelect[Any]:
+    return union_all(*(_facts_of(n, budget) for n in range(candidates)))
+
+
+def _facts_of(n: int, budget: bool) -> Select[Any]:
     sent = OutboxRecipient
+    email = bindparam(f"email_{n}", type_=String)
     columns: list[Any] = [
-        literal(email, String).label("email"),
+        email.label("email"),
         exists()
         .where(MailAddress.email == email, MailAddress.bouncing.is_(True))
         .label("bouncing"),
     ]
-    if budget is not None:
-        since = now - timedelta(seconds=budget.window_seconds)
-        stranger_since = now - timedelta(seconds=budget.stranger_window_seconds)
-        to_them = (sent.email == email, sent.created_at > stranger_since)
+    if budget:
+        to_them = (sent.email == email, sent.created_at > _STRANGER_SINCE)
         columns += [
             exists()
             .where(Article.from_addr == email, Article.kind == ArticleKind.INBOUND)
             .label("wrote"),
-            _count(func.count(), sent.ticket_id == ticket_id, sent.created_at > since).label(
+            _count(func.count(), sent.ticket_id == _TICKET, sent.created_at > _SINCE).label(
                 "ticket_used"
             ),
-            _count(func.count(), sent.email == email, sent.created_at > since).label("used"),
+            _count(func.count(), sent.email == email, sent.created_at > _SINCE).label("used"),
             _count(func.count(distinct(sent.ticket_id)), *to_them).label("heard_of"),
-            exists().where(*to_them, sent.ticket_id == ticket_id).label("heard_of_this"),
+            exists().where(*to_them, sent.ticket_id == _TICKET).label("heard_of_this"),
         ]
     return select(*columns)
 

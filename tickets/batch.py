@@ -58,6 +58,22 @@ AfterBatch = Callable[[Session], None]
 GROUP_BYTES = 16 * 1024 * 1024
 
 
+# `session.info` key set for the optimistic pass: any failure of a mail sends the whole
+# batch to the isolated pass, so what a savepoint would guard needs none here.
+OPTIMISTIC = "buzon.batch.optimistic"
+
+
+class NeedsSavepoint(Exception):
+    """Raised in the optimistic pass by work that would catch its own failure in a
+    savepoint (the notifier's mail): the batch goes again, each mail isolated, and
+    there the savepoint decides, as on the one-by-one path."""
+
+
+def optimistic(session: Session) -> bool:
+    """Whether `session` is a batch's optimistic pass (no savepoints)."""
+    return bool(session.info.get(OPTIMISTIC))
+
+
 class BatchAbandoned(Exception):
     """The batch as a whole cannot go on: its mails are processed one by one instead."""
 
@@ -206,7 +222,8 @@ def _apply_all(
     """Apply `parsed` in one transaction, up to and including the first mail that wrote
     to an existing ticket (a reply: its row is locked). Holding one such lock at most,
     a transaction never waits for a ticket while holding another, so two workers never
-    deadlock on two tickets. Returns the outcomes and the mails left for the next one."""
+    deadlock on two tickets (on SQLite, which locks the whole database at BEGIN, the
+    whole batch goes in one). Returns the outcomes and the mails left for the next one."""
     outcomes: dict[int, Outcome] = {}
     rest: list[_Parsed] = []
     with sf.begin() as session:
@@ -232,13 +249,15 @@ def _apply_all(
                 )
         known = look_up(session, policy, todo)
         apply = _apply_isolated if isolated else _apply_optimistic
+        session.info[OPTIMISTIC] = not isolated
+        one_lock = _one_write_lock(session)
         written: list[dict[str, Any]] = []
         for n, (row, msg) in enumerate(todo):
             outcome, values = apply(session, policy, row, msg, _Hooks(after_apply, on_new, known))
             known.learn(msg, outcome)
             outcomes[row.id] = outcome
             written.append(values)
-            if _locked_a_ticket(outcome):
+            if not one_lock and _locked_a_ticket(outcome):
                 left = {r.id for r, _ in todo[n + 1 :]}
                 rest = [p for p in parsed if p.row_id in left]
                 break
@@ -256,6 +275,12 @@ def _apply_all(
             outcome.reason,
         )
     return outcomes, rest
+
+
+def _one_write_lock(session: Session) -> bool:
+    """SQLite: the transaction took the database's one write lock at BEGIN IMMEDIATE, so
+    it never waits for a ticket while holding another; its replies need no cut."""
+    return session.get_bind().dialect.name == "sqlite"
 
 
 def _locked_a_ticket(outcome: Outcome) -> bool:
@@ -276,14 +301,15 @@ def _apply_optimistic(
     session: Session, policy: MailPolicy, row: RawMessage, msg: ParsedMessage, hooks: _Hooks
 ) -> tuple[Outcome, dict[str, Any]]:
     """One mail without a savepoint: any failure sends the whole batch to the isolated
-    pass (a transient one first puts this mail back in the queue)."""
+    pass (a transient one first puts this mail back in the queue). Its last writes are
+    flushed with the next mail's (one flush, not two): whichever mail a failing flush
+    meets, the isolated pass finds the one it belongs to."""
     now = utcnow()
     raw_id = row.id  # read now: a failed flush expires the row with the transaction
     try:
         outcome = apply_parsed(
             session, policy, row, msg, hooks.after_apply, hooks.on_new, hooks.known
         )
-        session.flush()  # its writes fail here, as this mail's, not as the next one's
     except Exception as exc:
         if is_transient(exc):
             raise TransientFailure(raw_id, exc) from exc

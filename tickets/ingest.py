@@ -66,6 +66,8 @@ AfterApply = Callable[[Session, list[Change]], None]
 # that the row is written once, not inserted and updated right after.
 OnNew = Callable[[Ticket], None]
 
+# `session.info` key: the articles this transaction wrote, held (see `_add_article`).
+WRITTEN = "buzon.ingest.written"
 NO_SUBJECT = "(sin asunto)"
 ROUTING_ACTOR = "buzon-routing"
 FINISHED = (RawState.PROCESSED, RawState.IGNORED, RawState.SPAM)
@@ -377,7 +379,10 @@ def _apply(
 
     ticket = _find_ticket(session, policy, msg, sender, row.envelope)
     if ticket is not None and ticket.status != Status.CLOSED:
-        session.refresh(ticket, with_for_update=True)  # no lost updates across workers
+        if session.get_bind().dialect.name != "sqlite":
+            # No lost updates across workers. SQLite's BEGIN IMMEDIATE locked the whole
+            # database before this transaction read the ticket: it is current already.
+            session.refresh(ticket, with_for_update=True)
         return _apply_reply(session, policy, row, msg, sender, ticket, dedupe_key)
     if ticket is not None and (rating := survey.survey_rating(session, ticket, msg)) is not None:
         # An answer to the closing survey: kept on the closed ticket, no follow-up ticket.
@@ -494,11 +499,17 @@ def _ticket_by_reference(
         number = ticket_from_message_id(policy.secret, mid)
         return (session.get(Ticket, number) if number is not None else None), True  # forged: none
     key = bounded_id(mid)
-    article = session.scalar(
-        select(Article).where(Article.message_id == key).order_by(Article.id).limit(1)
-    )
-    if article is not None:
-        return article.ticket, article.kind == ArticleKind.OUTBOUND
+    # The ticket with the article's kind, in one query: the article itself (its whole
+    # text) is not needed.
+    found = session.execute(
+        select(Ticket, Article.kind)
+        .join(Article, Article.ticket_id == Ticket.id)
+        .where(Article.message_id == key)
+        .order_by(Article.id)
+        .limit(1)
+    ).first()
+    if found is not None:
+        return found[0], found[1] == ArticleKind.OUTBOUND
     outbound = session.scalar(select(OutboxMessage).where(OutboxMessage.message_id == key))
     if outbound is not None and outbound.ticket_id is not None:
         return session.get(Ticket, outbound.ticket_id), True
@@ -508,14 +519,9 @@ def _ticket_by_reference(
 def _belongs(session: Session, policy: MailPolicy, ticket: Ticket, email: str) -> bool:
     if policy.is_agent(email):
         return True
-    return (
-        session.scalar(
-            select(Participant.id).where(
-                Participant.ticket_id == ticket.id, Participant.email == email.lower()
-            )
-        )
-        is not None
-    )
+    # The collection, not a query of its own: a reply that joins reads it next anyway.
+    email = email.lower()
+    return any(p.email == email for p in ticket.participants)
 
 
 def _open_ticket(
@@ -555,7 +561,9 @@ def _open_ticket(
     session.add(ticket)
     _add_participant(session, ticket, sender, ParticipantRole.REQUESTER, policy)
     _add_copied(session, policy, ticket, msg, sender, known={sender.email})
-    record(session, ticket, "created", sender.email, source=row.source, raw_id=row.id)
+    # Dated like the notifier's events (`at`): with the same columns, the previous mail's
+    # "notified" and this "created" are one executemany (one statement on PostgreSQL).
+    record(session, ticket, "created", sender.email, source=row.source, raw_id=row.id, at=now)
     routed = route(policy.routing, _incoming(row, msg, sender, recipients))
     apply_route(session, ticket, routed, policy.matrix, ROUTING_ACTOR)
     if on_new is not None:
@@ -748,6 +756,9 @@ def _add_article(
         )
     session.add(article)
     session.flush()
+    # Held until the transaction ends: the identity map keeps objects weakly, and the
+    # notifiers read this article by id right after (no SELECT of what was just written).
+    session.info.setdefault(WRITTEN, []).append(article)
     return article
 
 
