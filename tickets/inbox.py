@@ -48,7 +48,7 @@ def accept_many(
 
 
 def add_raw(
-    session: Session, items: Sequence[tuple[bytes, dict[str, Any]]], source: str
+    session: Session, items: Sequence[tuple[bytes | bytearray, dict[str, Any]]], source: str
 ) -> list[int]:
     """Add messages to the session's transaction (committed by the caller); their row ids.
     The bytes may be a bytearray: they are hashed and bound as they are, never copied."""

@@ -190,7 +190,7 @@ class IntakeStore:
         self._running = 0  # writers working the queue
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, raw: bytes, envelope: dict[str, Any]) -> int:
+    async def __call__(self, raw: bytes | bytearray, envelope: dict[str, Any]) -> int:
         """Store one message; returns its row id once committed, or raises StoreUnavailable
         when it was not committed within `timeout` — a hard bound whatever the database
         does (a partition can hold a statement far beyond its server-side timeout)."""
@@ -299,7 +299,7 @@ class IntakeStore:
 
 @dataclass(frozen=True)
 class _Waiting:
-    raw: bytes
+    raw: bytes | bytearray
     envelope: dict[str, Any]
     future: asyncio.Future[int]
 
