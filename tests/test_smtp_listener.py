@@ -84,6 +84,16 @@ def test_several_messages_in_one_connection_each_stored_exactly(smtp_server: Smt
     assert [t.subject for t in tickets(smtp_server.app)] == [f"Consulta {n}" for n in range(3)]
 
 
+def test_lines_that_begin_with_a_dot_are_stored_as_sent(smtp_server: SmtpServer) -> None:
+    # smtplib dot-stuffs them (RFC 5321 4.5.2); the listener must undo exactly that.
+    text = ".primera línea\n..dos puntos\n.\nfin . y .. dentro\n."
+    raw = mail(f"Ana <{ANA}>", "Puntos", text)
+    with smtp_server.client() as client:
+        assert client.sendmail(ANA, [SUPPORT], raw) == {}
+    smtp_server.wait_processed()
+    assert [body_of(r) for r in stored(smtp_server.app)] == [raw]
+
+
 def test_received_header_and_envelope_name_the_client(smtp_server: SmtpServer) -> None:
     with smtp_server.client() as client:
         client.ehlo("mx.clinica.example")

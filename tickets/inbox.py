@@ -40,6 +40,18 @@ def accept_many(
     sf: SessionFactory, items: Sequence[tuple[bytes, dict[str, Any]]], source: str
 ) -> list[int]:
     """Commit several messages in one transaction (an intake's group commit): all or none."""
+    try:
+        with sf.begin() as session:
+            return add_raw(session, items, source)
+    except Exception as exc:  # any storage failure means "not accepted"
+        raise StoreUnavailable(describe(exc)) from exc
+
+
+def add_raw(
+    session: Session, items: Sequence[tuple[bytes | bytearray, dict[str, Any]]], source: str
+) -> list[int]:
+    """Add messages to the session's transaction (committed by the caller); their row ids.
+    The bytes may be a bytearray: they are hashed and bound as they are, never copied."""
     rows = [
         RawMessage(
             source=source,
@@ -51,13 +63,9 @@ def accept_many(
         )
         for raw, envelope in items
     ]
-    try:
-        with sf.begin() as session:
-            session.add_all(rows)
-            session.flush()
-            return [row.id for row in rows]
-    except Exception as exc:  # any storage failure means "not accepted"
-        raise StoreUnavailable(describe(exc)) from exc
+    session.add_all(rows)
+    session.flush()
+    return [row.id for row in rows]
 
 
 def claim_pending(sf: SessionFactory, instance: str, limit: int, stale_seconds: int) -> list[int]:

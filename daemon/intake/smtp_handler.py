@@ -43,7 +43,7 @@ TRANSLATED_REPLIES = {
     "552 Error: message size exceeds fixed maximum message size": REPLY_TOO_BIG,
 }
 
-Store = Callable[[bytes, dict[str, Any]], Awaitable[int]]
+Store = Callable[[bytearray, dict[str, Any]], Awaitable[int]]
 
 
 class Connection(Protocol):
@@ -166,7 +166,9 @@ class IntakeHandler:
     async def handle_DATA(self, server: Connection, session: Session, envelope: Envelope) -> str:
         server.messages += 1
         queue_id = secrets.token_hex(6)
-        raw = self._trace(server, session, envelope, queue_id) + (envelope.original_content or b"")
+        raw = envelope.original_content
+        assert isinstance(raw, bytearray)  # as _IntakeProtocol.smtp_DATA reads it
+        raw[:0] = self._trace(server, session, envelope, queue_id)  # in place: no copy
         meta = self._envelope(server, session, envelope, queue_id)
         try:
             raw_id = await self.store(raw, meta)
