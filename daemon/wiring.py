@@ -409,14 +409,16 @@ class App:
         wanted = RUNNERS[command]
         runners: dict[str, Component] = {}
         worker: IngestWorker | WorkerPool | None = None
+        pool: WorkerPool | None = None  # the IMAP pollers hand their batches to it
         if "ingest" in wanted:
             processes = self.settings.ingest.worker_processes()
-            worker = self.worker_pool(processes) if processes > 1 else self.ingest_worker()
+            worker = pool = self.worker_pool(processes) if processes > 1 else None
+            worker = worker or self.ingest_worker()
             runners["ingest"] = worker.run
             self.health.watch_worker(worker.progress_age, self.settings.database.worker_stuck_after)
         runners["watchdog"] = watchdog_with(self.health.vital_async)
         if "imap" in wanted:
-            runners |= {f"imap:{p.name}": p.run for p in self.imap_pollers()}
+            runners |= {f"imap:{p.name}": p.run for p in self.imap_pollers(pool)}
         smtp = smtp or self.settings.smtp
         if "smtp" in wanted and smtp.enabled:
             probe_bind(smtp.listen, "smtp.listen")
@@ -564,12 +566,20 @@ class App:
         self.health.add_check(source, listener.ready)
         return listener
 
-    def imap_pollers(self) -> list[ImapPoller]:
+    def imap_pollers(self, pool: WorkerPool | None = None) -> list[ImapPoller]:
         """One poller per configured mailbox; none when no mailbox is configured."""
-        return [self.imap_poller(m) for m in self.settings.imap.mailboxes]
+        return [self.imap_poller(m, pool=pool) for m in self.settings.imap.mailboxes]
 
-    def imap_poller(self, mailbox: ImapMailbox, connect: Connect | None = None) -> ImapPoller:
-        """A poller of `mailbox`; `connect` overrides the configured server (tests)."""
+    def imap_poller(
+        self,
+        mailbox: ImapMailbox,
+        connect: Connect | None = None,
+        *,
+        pool: WorkerPool | None = None,
+    ) -> ImapPoller:
+        """A poller of `mailbox`; `connect` overrides the configured server (tests). With
+        `pool` (worker processes), it stores its batches and hands them to the workers,
+        which process them on the other cores while it fetches the next ones."""
         from daemon.intake.imap_auth import credentials_for
         from daemon.intake.imap_poller import Backoff, ImapPoller, connect_factory
 
@@ -592,7 +602,10 @@ class App:
             backoff=Backoff(imap.reconnect_min_seconds, imap.reconnect_max_seconds),
             on_accept=metrics.accepted.labels("imap").inc,
             on_outcome=outcome,
+            handoff=pool.wake_from_thread if pool is not None else None,
         )
+        if pool is not None:
+            pool.on_progress.append(poller.processed.set)
         self.health.add_check(f"imap:{mailbox.name}", poller.ready)
         return poller
 

@@ -109,6 +109,9 @@ class WorkerPool:
         self.wake = _Wake(self)  # .set(), as the in-process worker's wake event
         self._wake_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Told (on the event loop) whenever a worker finished a message: an IMAP poller
+        # waiting to settle handed-over mail on its server.
+        self.on_progress: list[Callable[[], None]] = []
 
     # --- what the rest of the process calls ----------------------------------------------
 
@@ -119,6 +122,13 @@ class WorkerPool:
             return
         self._wake_scheduled = True
         self._loop.call_soon(self._send_wakes)
+
+    def wake_from_thread(self) -> None:
+        """`wake_workers` for another thread (an IMAP poller's): on the event loop."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: stopping
+                loop.call_soon_threadsafe(self.wake_workers)
 
     def progress_age(self) -> float:
         """The oldest progress among the workers (a dead one keeps ageing)."""
@@ -222,6 +232,9 @@ class WorkerPool:
         worker.buffer = lines.pop()
         for line in lines:
             self._message(worker, line)
+        if any(line.startswith(b"o ") for line in lines):
+            for listener in self.on_progress:
+                listener()
 
     def _message(self, worker: _Worker, line: bytes) -> None:
         kind, _, value = line.decode("ascii", "replace").partition(" ")
