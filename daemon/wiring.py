@@ -280,6 +280,21 @@ class App:
         return make_session_factory(self.engine)
 
     @cached_property
+    def reader(self) -> sessionmaker[Session]:
+        """Sessions for lookups that must not queue for SQLite's write lock (every session
+        of `sessions` takes it up front, with BEGIN IMMEDIATE): WAL readers never wait
+        for the writer. On PostgreSQL, `sessions` themselves."""
+        if not self.settings.db_url.startswith("sqlite"):
+            return self.sessions
+        from sqlalchemy import create_engine
+
+        busy = self.db_timeouts.sqlite_busy_timeout
+        engine = create_engine(
+            self.settings.db_url, connect_args={"timeout": busy, "isolation_level": None}
+        )
+        return make_session_factory(engine)
+
+    @cached_property
     def health(self) -> Health:
         """One per process: the components register their readiness checks and counters."""
         from daemon.health import Health
@@ -603,6 +618,7 @@ class App:
             on_accept=metrics.accepted.labels("imap").inc,
             on_outcome=outcome,
             handoff=pool.wake_from_thread if pool is not None else None,
+            reader=self.reader,
         )
         if pool is not None:
             pool.on_progress.append(poller.processed.set)

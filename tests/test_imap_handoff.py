@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,15 @@ def test_a_reply_to_a_mail_in_flight_waits_for_it_and_joins_its_ticket(
         wait_until(lambda: last_uid(app) == 3, 30, "all three settled")
     assert count(app, RawMessage) == 3 and count(app, Ticket) == 2
     assert all(SEEN in flags for flags in dovecot.flags().values())
+
+
+def test_the_poller_s_lookups_do_not_queue_for_sqlite_s_write_lock(
+    tmp_path: Path, dovecot: Dovecot
+) -> None:
+    app = imap_app(tmp_path, dovecot)
+    poller = handing_over(app)
+    with app.engine.connect() as writer, writer.begin():  # BEGIN IMMEDIATE: the write lock
+        started = time.monotonic()
+        assert poller._stored_before(["0" * 64]) == {}
+        assert poller._row_states([1]) == {}
+        assert time.monotonic() - started < 2.0  # not the 30 s busy timeout

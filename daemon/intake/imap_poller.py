@@ -61,6 +61,9 @@ SIZE_CHUNK = 1000  # UIDs whose sizes are asked at once: bounds that response to
 FAILED_STATES = (RawState.FAILED, RawState.QUARANTINED)
 _UNPROCESSED = (RawState.PENDING, RawState.PROCESSING)  # stored, not yet turned into tickets
 STATE_CHUNK = 500  # row ids whose states are asked at once
+# While handed-over mail is open, last_uid is written at most this often: each write
+# waits for SQLite's lock behind the workers, and a late one only means a longer refetch.
+ADVANCE_SECONDS = 2.0
 
 
 class LeaseLost(Exception):
@@ -148,11 +151,15 @@ class ImapPoller:
         on_accept: Callable[[], None] | None = None,
         on_outcome: Callable[[str], None] | None = None,
         handoff: Callable[[], None] | None = None,
+        reader: sessionmaker[Session] | None = None,
     ) -> None:
         self.mailbox = mailbox
         self.connect = connect
         self.credentials = credentials
         self.sessions = sessions
+        # For lookups: on SQLite, sessions that do not queue for the write lock behind
+        # the workers' transactions (WAL readers never wait for a writer).
+        self.reader = reader or sessions
         self.holder = holder
         # Turns a stored row into tickets and returns its state (the desk; the benchmark
         # passes a stand-in to measure the poller's own cost).
@@ -180,6 +187,7 @@ class ImapPoller:
         self._lease_renewed = 0.0
         self._folders: set[str] = set()
         self._fetched = 0  # the highest UID stored (or settled) in this session
+        self._advanced = 0.0  # when last_uid was last written
         self._waiting: dict[int, int] = {}  # UID → row id: handed over, not yet final
         self._order = ConversationOrder()  # replies held back until their originals are final
 
@@ -465,7 +473,7 @@ class ImapPoller:
         self._after_ingest(client, done)
         self._after_failure(client, failed)
         self._fetched = max(self._fetched, uids[-1])
-        self._advance()
+        self._advance(throttled=self.handoff is not None)
 
     # --- storing ----------------------------------------------------------------------------
 
@@ -541,11 +549,11 @@ class ImapPoller:
         for uid in (*done, *failed):
             del self._waiting[uid]
         self._order.settled([*done, *failed])
-        self._advance()
+        self._advance(throttled=True)
 
     def _row_states(self, raw_ids: list[int]) -> dict[int, str]:
         states: dict[int, str] = {}
-        with self.sessions() as session:
+        with self.reader() as session:
             for start in range(0, len(raw_ids), STATE_CHUNK):
                 chunk = raw_ids[start : start + STATE_CHUNK]
                 query = select(RawMessage.id, RawMessage.state).where(RawMessage.id.in_(chunk))
@@ -555,7 +563,7 @@ class ImapPoller:
     def _stored_before(self, digests: list[str]) -> dict[str, tuple[int, str]]:
         """Rows of the same bytes fetched before a crash or a UIDVALIDITY reset: reused,
         so that a refetch neither stores nor processes a message twice."""
-        return stored_before(self.sessions, digests, "imap")
+        return stored_before(self.reader, digests, "imap")
 
     def _store_oversize(self, client: IMAPClient, uid: int, size: int) -> str | None:
         """Record the headers only (the body is never loaded) and apply oversize_policy."""
@@ -581,9 +589,12 @@ class ImapPoller:
             "uidvalidity": self.uidvalidity,
         }
 
-    def _advance(self) -> None:
+    def _advance(self, throttled: bool = False) -> None:
         """Persist the settled position: every UID up to the oldest handed-over one."""
         open_uids = [*self._waiting, *self._order.held]
+        if throttled and open_uids and time.monotonic() - self._advanced < ADVANCE_SECONDS:
+            return
+        self._advanced = time.monotonic()
         uid = min(open_uids) - 1 if open_uids else self._fetched
         with self.sessions.begin() as session:
             state = self._state(session)
