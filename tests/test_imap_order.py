@@ -36,6 +36,10 @@ def test_a_loop_of_forged_references_does_not_hold_mail_for_ever() -> None:
     order = ConversationOrder()
     bodies = {1: one(1), 2: one(2, "<m1@clinica.example> <m3@clinica.example>"),
               3: one(3, "<m2@clinica.example>")}  # fmt: skip
+    bodies_2 = bodies[2]
     order.hold_replies(bodies, dict.fromkeys(bodies, 1))
     order.settled([1])
     assert order.due() == {2: 1}  # nothing else in flight: the oldest goes
+    again = {2: bodies_2}
+    order.hold_replies(again, {2: 1})
+    assert list(again) == [2] and sorted(order.held) == [3]  # not held a second time

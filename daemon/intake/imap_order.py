@@ -43,6 +43,7 @@ class ConversationOrder:
 
     ids: dict[int, str] = field(default_factory=dict)  # UID → own id, while in flight
     held: dict[int, Held] = field(default_factory=dict)  # UID → what it waits for
+    released: set[int] = field(default_factory=set)  # let go by `due`: never held again
 
     def hold_replies(self, bodies: dict[int, bytes], sizes: dict[int, int]) -> None:
         """Take out of `bodies` (in UID order) each reply to a mail in flight or to an
@@ -50,7 +51,9 @@ class ConversationOrder:
         busy = set(self.ids.values())
         for uid in sorted(bodies):
             own, answers = thread_ids(bodies[uid])
-            if answers & busy:
+            if uid in self.released:
+                self.released.discard(uid)
+            elif answers & busy:
                 del bodies[uid]
                 self.held[uid] = Held(sizes.get(uid, 0), answers)
             if own:
@@ -78,8 +81,10 @@ class ConversationOrder:
         for uid in ready:
             del self.held[uid]
             self.ids.pop(uid, None)  # in flight again once fetched and stored
+        self.released.update(ready)
         return ready
 
     def clear(self) -> None:
         self.ids.clear()
         self.held.clear()
+        self.released.clear()
