@@ -617,7 +617,7 @@ class App:
             backoff=Backoff(imap.reconnect_min_seconds, imap.reconnect_max_seconds),
             on_accept=metrics.accepted.labels("imap").inc,
             on_outcome=outcome,
-            handoff=pool.wake_from_thread if pool is not None else None,
+            handoff=pool.hand_over if pool is not None else None,
             reader=self.reader,
         )
         if pool is not None:

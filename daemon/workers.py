@@ -123,12 +123,14 @@ class WorkerPool:
         self._wake_scheduled = True
         self._loop.call_soon(self._send_wakes)
 
-    def wake_from_thread(self) -> None:
-        """`wake_workers` for another thread (an IMAP poller's): on the event loop."""
+    def hand_over(self) -> bool:
+        """From another thread (an IMAP poller's): wake the workers for mail just stored;
+        True when one of them runs its loop already (else the caller processes itself)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: stopping
                 loop.call_soon_threadsafe(self.wake_workers)
+        return any(w.ready and w.process is not None for w in self.workers)
 
     def progress_age(self) -> float:
         """The oldest progress among the workers (a dead one keeps ageing)."""

@@ -36,7 +36,7 @@ def handing_over(app: App) -> ImapPoller:
 
     poller = app.imap_poller(app.settings.imap.mailboxes[0])
     poller.ingest, poller.ingest_batch = not_here, not_here
-    poller.handoff = lambda: None  # no worker yet: what is stored waits in the store
+    poller.handoff = lambda: True  # a worker "runs" but is stopped: stored mail waits
     return poller
 
 
@@ -50,11 +50,16 @@ def worker_for(app: App, poller: ImapPoller) -> Iterator[IngestWorker]:
     worker.on_outcome = lambda _state: poller.processed.set()
     thread = threading.Thread(target=loop.run_until_complete, args=(worker.run(stop),))
     thread.start()
-    poller.handoff = lambda: loop.call_soon_threadsafe(worker.wake.set)
+
+    def wake() -> bool:
+        loop.call_soon_threadsafe(worker.wake.set)
+        return True
+
+    poller.handoff = wake
     try:
         yield worker
     finally:
-        poller.handoff = lambda: None
+        poller.handoff = lambda: True
         loop.call_soon_threadsafe(stop.set)
         thread.join(30)
         assert not thread.is_alive(), "the worker did not stop"
@@ -154,3 +159,17 @@ def test_the_poller_s_lookups_do_not_queue_for_sqlite_s_write_lock(
         assert poller._stored_before(["0" * 64]) == {}
         assert poller._row_states([1]) == {}
         assert time.monotonic() - started < 2.0  # not the 30 s busy timeout
+
+
+def test_until_a_worker_runs_the_poller_processes_its_batches_itself(
+    tmp_path: Path, dovecot: Dovecot
+) -> None:
+    dovecot.append_many(customer_mail(n) for n in range(5))
+    app = imap_app(tmp_path, dovecot, batch_size=2)
+    poller = app.imap_poller(app.settings.imap.mailboxes[0])
+    poller.handoff = lambda: False  # the worker processes are still starting
+    with running(poller):
+        wait_until(lambda: last_uid(app) == 5, 30, "all five settled")
+    assert count(app, Ticket) == 5 and unprocessed(app) == 0
+    assert poller.counts == {"processed": 5} and not poller._waiting
+    assert all(SEEN in flags for flags in dovecot.flags().values())

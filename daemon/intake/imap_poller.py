@@ -5,7 +5,8 @@ still counts) it fetches RFC822.SIZE first, then BODY.PEEK[] in batches bounded 
 count and bytes, and commits the exact bytes of each fetched batch in one transaction
 (`accept_many`). Then either it has the desk process those rows itself (one batch, one
 transaction: `ingest.processes = 1`), or it hands them to the ingest worker processes
-(`handoff` wakes them) and goes on fetching while they work on other cores. Only once
+(`handoff` wakes them) and goes on fetching while they work on other cores; until a
+worker runs (they take seconds to start), it processes its batches itself. Only once
 a row is in a final state does the message change on the server: marked, moved or
 deleted, or set aside when it failed. Handed-over UIDs wait in memory until then.
 
@@ -150,7 +151,7 @@ class ImapPoller:
         check_interval: float = 0.5,
         on_accept: Callable[[], None] | None = None,
         on_outcome: Callable[[str], None] | None = None,
-        handoff: Callable[[], None] | None = None,
+        handoff: Callable[[], bool] | None = None,
         reader: sessionmaker[Session] | None = None,
     ) -> None:
         self.mailbox = mailbox
@@ -176,7 +177,7 @@ class ImapPoller:
         self.on_accept = on_accept
         self.on_outcome = on_outcome
         # With worker processes: wakes them for the rows just stored (callable from this
-        # thread); None: the poller processes its batches itself.
+        # thread) and says whether one runs yet; None: the poller processes its batches.
         self.handoff = handoff
         # Set (from any thread) when a worker finished rows: handed-over UIDs may be due.
         self.processed = threading.Event()
@@ -451,10 +452,11 @@ class ImapPoller:
         if self.handoff is not None:
             self._order.hold_replies(bodies, {u: _size(sizes, u) for u in bodies})
         rows = self._store(bodies)
-        if self.handoff is None:
-            self._process_here(rows)
-        else:
+        if self._handing_over(rows):
             self._hand_over(rows)
+        else:
+            self._process_here(rows)
+            self._order.settled(list(rows))
         done: list[int] = []
         failed: list[int] = []
         for uid in uids:
@@ -503,16 +505,22 @@ class ImapPoller:
         for _, state in rows.values():
             self._count(state)
 
+    def _handing_over(self, rows: dict[int, tuple[int, str]]) -> bool:
+        """Whether the workers take these rows: once one runs, or once mail waits for
+        them (processing here meanwhile could overtake their batches)."""
+        if self.handoff is None:
+            return False
+        running = self.handoff() if any(s in _UNPROCESSED for _, s in rows.values()) else False
+        return running or bool(self._waiting or self._order.held)
+
     def _hand_over(self, rows: dict[int, tuple[int, str]]) -> None:
-        """Rows still to do wait for the worker processes (woken now); the rest are final."""
+        """Rows still to do wait for the worker processes (woken above); the rest are final."""
         for uid, (raw_id, state) in rows.items():
             if state in _UNPROCESSED:
                 self._waiting[uid] = raw_id
             else:
                 self._count(state)
                 self._order.settled([uid])
-        if self._waiting and self.handoff is not None:
-            self.handoff()
 
     def _process(self, raw_ids: list[int]) -> list[str]:
         if self.ingest_batch is not None and raw_ids:
