@@ -427,8 +427,10 @@ class App:
         pool: WorkerPool | None = None  # the IMAP pollers hand their batches to it
         if "ingest" in wanted:
             processes = self.settings.ingest.worker_processes()
-            worker = pool = self.worker_pool(processes) if processes > 1 else None
-            worker = worker or self.ingest_worker()
+            if processes > 1:
+                worker = pool = self.worker_pool(processes)
+            else:
+                worker = self.ingest_worker()
             runners["ingest"] = worker.run
             self.health.watch_worker(worker.progress_age, self.settings.database.worker_stuck_after)
         runners["watchdog"] = watchdog_with(self.health.vital_async)

@@ -3,7 +3,8 @@
 With `ingest.processes` above 1, `buzon run` (and `buzon smtp`/`buzon imap`) start that
 many worker processes; the main process keeps the SMTP listener, the IMAP pollers, the
 scheduler and HTTP, so parsing and the write transactions of processing never take the
-event loop's core from intake. Each worker builds its own App and engine from the same
+event loop's core from intake (an IMAP poller stores its batches and hands them
+over: `hand_over`, `on_progress`). Each worker builds its own App and engine from the same
 Settings and runs the ordinary `IngestWorker` loop; rows are shared out by the store's
 claims, exactly as between several `buzon` instances on one database.
 
