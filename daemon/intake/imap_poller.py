@@ -8,7 +8,8 @@ transaction: `ingest.processes = 1`), or it hands them to the ingest worker proc
 (`handoff` wakes them) and goes on fetching while they work on other cores; until a
 worker runs (they take seconds to start), it processes its batches itself. Only once
 a row is in a final state does the message change on the server: marked, moved or
-deleted, or set aside when it failed. Handed-over UIDs wait in memory until then.
+deleted, or set aside when it failed. Handed-over UIDs wait in memory until then; a
+reply to mail still in flight is held back until that mail is final (`imap_order`).
 
 `imap_mailboxes.last_uid` is the highest UID at and below which every message is
 settled on the server; UIDs above it that were stored but not yet disposed of are
