@@ -272,6 +272,21 @@ class App:
         return make_session_factory(self.engine)
 
     @cached_property
+    def reader(self) -> sessionmaker[Session]:
+        """Sessions for lookups that must not queue for SQLite's write lock (every session
+        of `sessions` takes it up front, with BEGIN IMMEDIATE): WAL readers never wait
+        for the writer. On PostgreSQL, `sessions` themselves."""
+        if not self.settings.db_url.startswith("sqlite"):
+            return self.sessions
+        from sqlalchemy import create_engine
+
+        busy = self.db_timeouts.sqlite_busy_timeout
+        engine = create_engine(
+            self.settings.db_url, connect_args={"timeout": busy, "isolation_level": None}
+        )
+        return make_session_factory(engine)
+
+    @cached_property
     def health(self) -> Health:
         """One per process: the components register their readiness checks and counters."""
         from daemon.health import Health
@@ -406,14 +421,18 @@ class App:
         wanted = RUNNERS[command]
         runners: dict[str, Component] = {}
         worker: IngestWorker | WorkerPool | None = None
+        pool: WorkerPool | None = None  # the IMAP pollers hand their batches to it
         if "ingest" in wanted:
             processes = self.settings.ingest.worker_processes()
-            worker = self.worker_pool(processes) if processes > 1 else self.ingest_worker()
+            if processes > 1:
+                worker = pool = self.worker_pool(processes)
+            else:
+                worker = self.ingest_worker()
             runners["ingest"] = worker.run
             self.health.watch_worker(worker.progress_age, self.settings.database.worker_stuck_after)
         runners["watchdog"] = watchdog_with(self.health.vital_async)
         if "imap" in wanted:
-            runners |= {f"imap:{p.name}": p.run for p in self.imap_pollers()}
+            runners |= {f"imap:{p.name}": p.run for p in self.imap_pollers(pool)}
         smtp = smtp or self.settings.smtp
         if "smtp" in wanted and smtp.enabled:
             probe_bind(smtp.listen, "smtp.listen")
@@ -561,12 +580,20 @@ class App:
         self.health.add_check(source, listener.ready)
         return listener
 
-    def imap_pollers(self) -> list[ImapPoller]:
+    def imap_pollers(self, pool: WorkerPool | None = None) -> list[ImapPoller]:
         """One poller per configured mailbox; none when no mailbox is configured."""
-        return [self.imap_poller(m) for m in self.settings.imap.mailboxes]
+        return [self.imap_poller(m, pool=pool) for m in self.settings.imap.mailboxes]
 
-    def imap_poller(self, mailbox: ImapMailbox, connect: Connect | None = None) -> ImapPoller:
-        """A poller of `mailbox`; `connect` overrides the configured server (tests)."""
+    def imap_poller(
+        self,
+        mailbox: ImapMailbox,
+        connect: Connect | None = None,
+        *,
+        pool: WorkerPool | None = None,
+    ) -> ImapPoller:
+        """A poller of `mailbox`; `connect` overrides the configured server (tests). With
+        `pool` (worker processes), it stores its batches and hands them to the workers,
+        which process them on the other cores while it fetches the next ones."""
         from daemon.intake.imap_auth import credentials_for
         from daemon.intake.imap_poller import Backoff, ImapPoller, connect_factory
 
@@ -589,7 +616,11 @@ class App:
             backoff=Backoff(imap.reconnect_min_seconds, imap.reconnect_max_seconds),
             on_accept=metrics.accepted.labels("imap").inc,
             on_outcome=outcome,
+            handoff=pool.hand_over if pool is not None else None,
+            reader=self.reader,
         )
+        if pool is not None:
+            pool.on_progress.append(poller.processed.set)
         self.health.add_check(f"imap:{mailbox.name}", poller.ready)
         return poller
 

@@ -3,7 +3,8 @@
 With `ingest.processes` above 1, `buzon run` (and `buzon smtp`/`buzon imap`) start that
 many worker processes; the main process keeps the SMTP listener, the IMAP pollers, the
 scheduler and HTTP, so parsing and the write transactions of processing never take the
-event loop's core from intake. Each worker builds its own App and engine from the same
+event loop's core from intake (an IMAP poller stores its batches and hands them
+over: `hand_over`, `on_progress`). Each worker builds its own App and engine from the same
 Settings and runs the ordinary `IngestWorker` loop; rows are shared out by the store's
 claims, exactly as between several `buzon` instances on one database.
 
@@ -109,6 +110,9 @@ class WorkerPool:
         self.wake = _Wake(self)  # .set(), as the in-process worker's wake event
         self._wake_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Told (on the event loop) whenever a worker finished a message: an IMAP poller
+        # waiting to settle handed-over mail on its server.
+        self.on_progress: list[Callable[[], None]] = []
 
     # --- what the rest of the process calls ----------------------------------------------
 
@@ -119,6 +123,15 @@ class WorkerPool:
             return
         self._wake_scheduled = True
         self._loop.call_soon(self._send_wakes)
+
+    def hand_over(self) -> bool:
+        """From another thread (an IMAP poller's): wake the workers for mail just stored;
+        True when one of them runs its loop already (else the caller processes itself)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: stopping
+                loop.call_soon_threadsafe(self.wake_workers)
+        return any(w.ready and w.process is not None for w in self.workers)
 
     def progress_age(self) -> float:
         """The oldest progress among the workers (a dead one keeps ageing)."""
@@ -222,6 +235,9 @@ class WorkerPool:
         worker.buffer = lines.pop()
         for line in lines:
             self._message(worker, line)
+        if any(line.startswith(b"o ") for line in lines):
+            for listener in self.on_progress:
+                listener()
 
     def _message(self, worker: _Worker, line: bytes) -> None:
         kind, _, value = line.decode("ascii", "replace").partition(" ")

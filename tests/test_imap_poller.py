@@ -17,12 +17,12 @@ from tests.fixtures.dovecot import (
     CAPABILITY_WITHOUT_IDLE,
     CAPABILITY_WITHOUT_MOVE,
     Dovecot,
-    mailbox_config,
+    customer_mail,
+    imap_app,
     running,
     wait_until,
 )
-from tests.helpers import count, make_app
-from tests.mailbuilder import mail
+from tests.helpers import count
 from tickets.inbox import accept
 from tickets.ingest import process
 from tickets.models import Article, ImapMailboxState, RawMessage, Ticket
@@ -32,21 +32,6 @@ pytestmark = pytest.mark.dovecot
 SEEN = b"\\Seen"
 
 
-def imap_app(tmp_path: Path, server: Dovecot, **mailbox: Any) -> App:
-    return make_app(
-        tmp_path,
-        f"sqlite:///{tmp_path / 'buzon.db'}",
-        support_addresses=["soporte@soporte.example"],
-        instance_name="poller-a",
-        imap={
-            "lease_seconds": 3,
-            "reconnect_min_seconds": 0.05,
-            "reconnect_max_seconds": 0.5,
-            "mailboxes": [mailbox_config(server, **mailbox)],
-        },
-    )
-
-
 def poller(app: App) -> ImapPoller:
     return app.imap_poller(app.settings.imap.mailboxes[0])
 
@@ -54,12 +39,6 @@ def poller(app: App) -> ImapPoller:
 def inbound_articles(app: App) -> int:
     """Customers' mails on tickets (our acknowledgements are articles too)."""
     return count(app, Article, Article.kind == "inbound")
-
-
-def customer_mail(n: int, **kwargs: Any) -> bytes:
-    return mail(
-        f"Cliente {n} <cliente{n}@clinica.example>", f"Consulta {n}", f"Hola, {n}", **kwargs
-    )
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = 20) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from daemon.config import ConfigError, load_settings
+from tests.fixtures.dovecot import Dovecot
 from tests.fixtures.service import SUPPORT, http_get, samples, sqlite_rows, wait_for, write_config
 from tests.helpers import free_port, greeting
 from tests.mailbuilder import mail
@@ -168,6 +169,54 @@ def test_sigterm_stops_the_parent_and_its_workers(tmp_path: Path) -> None:
     # What was accepted before the stop was drained by the workers.
     assert run.unprocessed() == 0
     run.assert_each_mail_once(10)
+
+
+@pytest.mark.slow
+@pytest.mark.dovecot
+def test_buzon_imap_hands_its_batches_to_the_worker_processes(
+    tmp_path: Path, dovecot: Dovecot
+) -> None:
+    """The poller stores and fetches on; the workers process; each message is moved on
+    the server once its row is final, a failing one to the error folder."""
+    mails = [mail(f"Cliente {n} <cliente{n}@clinica.example>", f"Consulta {n}", "Hola")
+             for n in range(60)]  # fmt: skip
+    mails.insert(30, mail("Otro <otro@clinica.example>", "Adjunto", "Hola",
+                          attachments=[("a.pdf", "application/pdf", b"%PDF")]))  # fmt: skip
+    dovecot.append_many(mails)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "attachments").write_text("not a directory")  # its store fails
+    db = tmp_path / "buzon.db"
+    box = (
+        f'[http]\nlisten = "127.0.0.1:{free_port()}"\n[[imap.mailboxes]]\nname = "soporte"\n'
+        f'host = "{dovecot.host}"\nport = {dovecot.port}\nsecurity = "none"\n'
+        f'user = "{dovecot.user}"\npassword = "{dovecot.password}"\nbatch_size = 10\n'
+        'after_ingest = "move"\nprocessed_folder = "Processed"\n'
+    )
+    config = write_config(
+        tmp_path / "buzon.toml", tmp_path / "data", f"sqlite:///{db}", free_port(), box
+    )
+    env = {**os.environ, "BUZON_INGEST__PROCESSES": "2"}
+    log = tmp_path / "buzon.log"
+    cmd = [sys.executable, "-m", "daemon", "imap", "--config", str(config)]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=out)
+
+    def emptied() -> bool:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        return dovecot.uids() == []
+
+    try:
+        wait_for(emptied, 120, "an empty INBOX")
+        assert len(dovecot.uids("Processed")) == 60 and len(dovecot.uids("Errors")) == 1
+        states = dict(sqlite_rows(db, "SELECT state, count(*) FROM raw_messages GROUP BY 1"))
+        assert states == {"processed": 60, "failed": 1}, log.read_text()[-3000:]
+        assert sqlite_rows(db, "SELECT count(*) FROM tickets") == [(60,)]
+        wait_for(lambda: sqlite_rows(db, "SELECT last_uid FROM imap_mailboxes") == [(61,)],
+                 10, "last_uid 61")  # fmt: skip
+        assert "started 2 ingest worker process(es)" in log.read_text()
+    finally:
+        proc.terminate()
+        assert proc.wait(40) == 0, log.read_text()[-3000:]
 
 
 def test_processes_is_validated_in_one_line(tmp_path: Path) -> None:

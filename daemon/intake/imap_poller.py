@@ -1,13 +1,22 @@
 """The IMAP poller: one mailbox, worked by UID, exactly once, IDLE when offered.
 
-For every message above the last UID ingested (never UNSEEN: a mail read in Outlook
+For every message above the last UID fetched (never UNSEEN: a mail read in Outlook
 still counts) it fetches RFC822.SIZE first, then BODY.PEEK[] in batches bounded by
-count and bytes, commits the exact bytes of each fetched batch in one transaction
-(`accept_many`), has the desk process those rows at once (as one batch, one
-transaction), and only then marks, moves or deletes the message on the server. The last UID and the
-UIDVALIDITY live in `imap_mailboxes`; a UIDVALIDITY change refetches the folder and
-the store's dedupe (plus a lookup of the same bytes stored earlier) keeps it to one
-article per mail. A lease (`imap:<name>`) keeps other instances off the mailbox.
+count and bytes, and commits the exact bytes of each fetched batch in one transaction
+(`accept_many`). Then either it has the desk process those rows itself (one batch, one
+transaction: `ingest.processes = 1`), or it hands them to the ingest worker processes
+(`handoff` wakes them) and goes on fetching while they work on other cores; until a
+worker runs (they take seconds to start), it processes its batches itself. Only once
+a row is in a final state does the message change on the server: marked, moved or
+deleted, or set aside when it failed. Handed-over UIDs wait in memory until then; a
+reply to mail still in flight is held back until that mail is final (`imap_order`).
+
+`imap_mailboxes.last_uid` is the highest UID at and below which every message is
+settled on the server; UIDs above it that were stored but not yet disposed of are
+fetched again after a restart, found by their bytes (`stored_before`: neither stored
+nor processed twice), and disposed of once their rows are final. A UIDVALIDITY change
+refetches the folder the same way. A lease (`imap:<name>`) keeps other instances off
+the mailbox.
 
 The IMAP client is blocking, so the poller runs in a thread; `run` adapts it to the
 service's asyncio components. The connection comes from a `connect` factory that
@@ -32,15 +41,17 @@ from typing import Any
 
 from imapclient import IMAPClient, SocketTimeout
 from imapclient.exceptions import IMAPClientError, LoginError
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from daemon.config import ImapMailbox
 from daemon.intake.imap_auth import Credentials, TokenError
+from daemon.intake.imap_order import ConversationOrder
 from tickets import leases
 from tickets.errors import describe as describe_error
 from tickets.inbox import StoreUnavailable, accept_many, record_unfetched, stored_before
-from tickets.models import ImapMailboxState, RawState, utcnow
+from tickets.models import ImapMailboxState, RawMessage, RawState, utcnow
 
 log = logging.getLogger("buzon.imap")
 
@@ -51,6 +62,10 @@ FLAGGED = b"\\Flagged"
 SIZE_CHUNK = 1000  # UIDs whose sizes are asked at once: bounds that response too
 FAILED_STATES = (RawState.FAILED, RawState.QUARANTINED)
 _UNPROCESSED = (RawState.PENDING, RawState.PROCESSING)  # stored, not yet turned into tickets
+STATE_CHUNK = 500  # row ids whose states are asked at once
+# While handed-over mail is open, last_uid is written at most this often: each write
+# waits for SQLite's lock behind the workers, and a late one only means a longer refetch.
+ADVANCE_SECONDS = 2.0
 
 
 class LeaseLost(Exception):
@@ -137,11 +152,16 @@ class ImapPoller:
         check_interval: float = 0.5,
         on_accept: Callable[[], None] | None = None,
         on_outcome: Callable[[str], None] | None = None,
+        handoff: Callable[[], bool] | None = None,
+        reader: sessionmaker[Session] | None = None,
     ) -> None:
         self.mailbox = mailbox
         self.connect = connect
         self.credentials = credentials
         self.sessions = sessions
+        # For lookups: on SQLite, sessions that do not queue for the write lock behind
+        # the workers' transactions (WAL readers never wait for a writer).
+        self.reader = reader or sessions
         self.holder = holder
         # Turns a stored row into tickets and returns its state (the desk; the benchmark
         # passes a stand-in to measure the poller's own cost).
@@ -157,12 +177,21 @@ class ImapPoller:
         # Metrics hooks: a message stored, and the state each message ended in.
         self.on_accept = on_accept
         self.on_outcome = on_outcome
+        # With worker processes: wakes them for the rows just stored (callable from this
+        # thread) and says whether one runs yet; None: the poller processes its batches.
+        self.handoff = handoff
+        # Set (from any thread) when a worker finished rows: handed-over UIDs may be due.
+        self.processed = threading.Event()
         self.working = threading.Event()  # set while this poller holds and works the box
         self._failures = 0
         self._outage_since: float | None = None
         self._standing_by = False
         self._lease_renewed = 0.0
         self._folders: set[str] = set()
+        self._fetched = 0  # the highest UID stored (or settled) in this session
+        self._advanced = 0.0  # when last_uid was last written
+        self._waiting: dict[int, int] = {}  # UID → row id: handed over, not yet final
+        self._order = ConversationOrder()  # replies held back until their originals are final
 
     # --- running ----------------------------------------------------------------------------
 
@@ -211,10 +240,13 @@ class ImapPoller:
             while not halt.is_set():
                 self._sync(client, halt)
                 self._recovered()
-                if idle:
+                if self._waiting or self._order.held:
+                    self._await_workers(client, halt)
+                elif idle:
                     self._idle(client, halt)
                 else:
                     self._pause(halt)
+            self._dispose_settled(client)  # what the workers finished while we stopped
 
     @property
     def name(self) -> str:
@@ -319,6 +351,11 @@ class ImapPoller:
                 state.uidvalidity, state.last_uid = uidvalidity, 0
             self.last_uid = state.last_uid
             self.uidvalidity = uidvalidity
+        # Above last_uid, stored rows are found again by their bytes: refetched, not stored
+        # twice; handed-over UIDs of an earlier session are re-tracked that way.
+        self._fetched = self.last_uid
+        self._waiting.clear()
+        self._order.clear()
 
     def _state(self, session: Session) -> ImapMailboxState:
         state = session.get(ImapMailboxState, self.name)
@@ -353,6 +390,17 @@ class ImapPoller:
         if problem is not None:
             raise problem
 
+    def _await_workers(self, client: IMAPClient, halt: threading.Event) -> None:
+        """Handed-over rows are being processed: wait for a worker's word (or a short
+        while), then settle on the server what they finished; new mail is searched for
+        by the next sync, so neither waits on the other."""
+        self.processed.wait(self.check_interval)
+        self.processed.clear()  # before the query: a later word wakes the next wait
+        if halt.is_set():
+            return
+        self._keep_lease()
+        self._dispose_settled(client)
+
     def _pause(self, halt: threading.Event) -> None:
         """No IDLE: sleep the poll interval in short steps, keeping the lease."""
         deadline = time.monotonic() + self.mailbox.poll_interval
@@ -367,7 +415,7 @@ class ImapPoller:
         while not halt.is_set():
             # "n:*" always matches the highest UID, even below n: filter it out.
             uids = sorted(
-                u for u in client.search(["UID", f"{self.last_uid + 1}:*"]) if u > self.last_uid
+                u for u in client.search(["UID", f"{self._fetched + 1}:*"]) if u > self._fetched
             )
             if not uids:
                 return
@@ -376,6 +424,7 @@ class ImapPoller:
                 sizes = client.fetch(chunk, ["RFC822.SIZE"])
                 for batch in self._batches(chunk, sizes):
                     self._handle_batch(client, batch, sizes)
+                    self._dispose_settled(client)
                     self._keep_lease()
                     if halt.is_set():
                         return
@@ -385,7 +434,7 @@ class ImapPoller:
         batch: list[int] = []
         batch_bytes = 0
         for uid in uids:
-            size = int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
+            size = _size(sizes, uid)
             full = len(batch) >= self.mailbox.batch_size
             if batch and (full or batch_bytes + size > self.mailbox.fetch_batch_bytes):
                 yield batch
@@ -397,17 +446,26 @@ class ImapPoller:
 
     def _handle_batch(self, client: IMAPClient, uids: list[int], sizes: dict[int, Any]) -> None:
         limit = self.mailbox.max_message_size
-        small = [u for u in uids if int(sizes.get(u, {}).get(b"RFC822.SIZE", 0)) <= limit]
+        small = [u for u in uids if _size(sizes, u) <= limit]
         fetched = client.fetch(small, ["BODY.PEEK[]"]) if small else {}
         bodies = {uid: data[b"BODY[]"] for uid, data in fetched.items()}
         del fetched
-        states = self._store_and_process(bodies)
+        if self.handoff is not None:
+            self._order.hold_replies(bodies, {u: _size(sizes, u) for u in bodies})
+        rows = self._store(bodies)
+        if self._handing_over(rows):
+            self._hand_over(rows)
+        else:
+            self._process_here(rows)
+            self._order.settled(list(rows))
         done: list[int] = []
         failed: list[int] = []
         for uid in uids:
             state: str | None
-            if uid in states:
-                state = states[uid]
+            if uid in self._waiting or uid in self._order.held:
+                continue  # disposed of once a worker has finished it
+            if uid in rows:
+                state = rows[uid][1]
             elif uid in sizes and uid not in small:
                 state = self._store_oversize(client, uid, int(sizes[uid][b"RFC822.SIZE"]))
             else:
@@ -417,14 +475,14 @@ class ImapPoller:
         # Committed above; only now may the server copy change.
         self._after_ingest(client, done)
         self._after_failure(client, failed)
-        self._advance(uids[-1])
+        self._fetched = max(self._fetched, uids[-1])
+        self._advance(throttled=self.handoff is not None)
 
     # --- storing ----------------------------------------------------------------------------
 
-    def _store_and_process(self, bodies: dict[int, bytes]) -> dict[int, str]:
-        """Commit the fetched bodies not stored before, all in ONE transaction, then
-        process every row still to do (as one batch when the desk takes batches);
-        returns each UID's state."""
+    def _store(self, bodies: dict[int, bytes]) -> dict[int, tuple[int, str]]:
+        """Commit the fetched bodies not stored before, all in ONE transaction; returns
+        each UID's row id and state (a row stored before keeps its own)."""
         digests = {uid: hashlib.sha256(raw).hexdigest() for uid, raw in bodies.items()}
         known = self._stored_before(list(digests.values()))
         rows: dict[int, tuple[int, str]] = {}
@@ -437,22 +495,84 @@ class ImapPoller:
                     self.on_accept()
         rows.update({uid: known[digests[uid]] for uid in bodies if uid not in rows})
         bodies.clear()  # committed: the bytes are not held while processing
+        return rows
+
+    def _process_here(self, rows: dict[int, tuple[int, str]]) -> None:
+        """Process every row still to do in this thread (as one batch when the desk
+        takes batches); `rows` gets their final states."""
         todo = [uid for uid, (_, state) in rows.items() if state in _UNPROCESSED]
         for uid, state in zip(todo, self._process([rows[uid][0] for uid in todo]), strict=True):
             rows[uid] = (rows[uid][0], state)
         for _, state in rows.values():
             self._count(state)
-        return {uid: state for uid, (_, state) in rows.items()}
+
+    def _handing_over(self, rows: dict[int, tuple[int, str]]) -> bool:
+        """Whether the workers take these rows: once one runs, or once mail waits for
+        them (processing here meanwhile could overtake their batches)."""
+        if self.handoff is None:
+            return False
+        running = self.handoff() if any(s in _UNPROCESSED for _, s in rows.values()) else False
+        return running or bool(self._waiting or self._order.held)
+
+    def _hand_over(self, rows: dict[int, tuple[int, str]]) -> None:
+        """Rows still to do wait for the worker processes (woken above); the rest are final."""
+        for uid, (raw_id, state) in rows.items():
+            if state in _UNPROCESSED:
+                self._waiting[uid] = raw_id
+            else:
+                self._count(state)
+                self._order.settled([uid])
 
     def _process(self, raw_ids: list[int]) -> list[str]:
         if self.ingest_batch is not None and raw_ids:
             return self.ingest_batch(raw_ids)
         return [self.ingest(raw_id) for raw_id in raw_ids]
 
+    def _dispose_settled(self, client: IMAPClient) -> None:
+        """Handed-over messages whose rows are final now: marked, moved or deleted on the
+        server (set aside when failed), and last_uid moved up to the oldest still open;
+        then the replies held back for them are fetched again and handed over."""
+        if self._waiting:
+            self._dispose_final(client)
+        due = self._order.due()
+        if due:
+            sizes = {uid: {b"RFC822.SIZE": size} for uid, size in due.items()}
+            for batch in self._batches(sorted(due), sizes):
+                self._handle_batch(client, batch, sizes)
+
+    def _dispose_final(self, client: IMAPClient) -> None:
+        states = self._row_states(list(self._waiting.values()))
+        done: list[int] = []
+        failed: list[int] = []
+        for uid, raw_id in list(self._waiting.items()):
+            # A row gone meanwhile (deleted by hand): nothing left to wait for.
+            state = states.get(raw_id, RawState.IGNORED)
+            if state in _UNPROCESSED:
+                continue
+            (failed if state in FAILED_STATES else done).append(uid)
+            self.counts[state] = self.counts.get(state, 0) + 1  # the worker reported it
+        if not done and not failed:
+            return
+        self._after_ingest(client, done)
+        self._after_failure(client, failed)
+        for uid in (*done, *failed):
+            del self._waiting[uid]
+        self._order.settled([*done, *failed])
+        self._advance(throttled=True)
+
+    def _row_states(self, raw_ids: list[int]) -> dict[int, str]:
+        states: dict[int, str] = {}
+        with self.reader() as session:
+            for start in range(0, len(raw_ids), STATE_CHUNK):
+                chunk = raw_ids[start : start + STATE_CHUNK]
+                query = select(RawMessage.id, RawMessage.state).where(RawMessage.id.in_(chunk))
+                states.update({raw_id: state for raw_id, state in session.execute(query)})
+        return states
+
     def _stored_before(self, digests: list[str]) -> dict[str, tuple[int, str]]:
         """Rows of the same bytes fetched before a crash or a UIDVALIDITY reset: reused,
         so that a refetch neither stores nor processes a message twice."""
-        return stored_before(self.sessions, digests, "imap")
+        return stored_before(self.reader, digests, "imap")
 
     def _store_oversize(self, client: IMAPClient, uid: int, size: int) -> str | None:
         """Record the headers only (the body is never loaded) and apply oversize_policy."""
@@ -478,7 +598,13 @@ class ImapPoller:
             "uidvalidity": self.uidvalidity,
         }
 
-    def _advance(self, uid: int) -> None:
+    def _advance(self, throttled: bool = False) -> None:
+        """Persist the settled position: every UID up to the oldest handed-over one."""
+        open_uids = [*self._waiting, *self._order.held]
+        if throttled and open_uids and time.monotonic() - self._advanced < ADVANCE_SECONDS:
+            return
+        self._advanced = time.monotonic()
+        uid = min(open_uids) - 1 if open_uids else self._fetched
         with self.sessions.begin() as session:
             state = self._state(session)
             state.last_uid = max(state.last_uid, uid)
@@ -539,6 +665,11 @@ class ImapPoller:
                 if not client.folder_exists(folder):  # not a race with another client
                     raise
         self._folders.add(folder)
+
+
+def _size(sizes: dict[int, Any], uid: int) -> int:
+    """RFC822.SIZE of `uid` in a FETCH response (0 when the server did not say)."""
+    return int(sizes.get(uid, {}).get(b"RFC822.SIZE", 0))
 
 
 # --- status ----------------------------------------------------------------------
