@@ -34,6 +34,8 @@ from tickets.errors import describe
 from tickets.inbox import SessionFactory
 from tickets.ingest import (
     FINISHED,
+    HEADER_SPAN,
+    HEADS,
     AfterApply,
     Known,
     OnNew,
@@ -96,6 +98,7 @@ class TransientFailure(BatchAbandoned):
 class _Parsed:
     row_id: int
     message: ParsedMessage
+    head: bytes  # its first bytes: a ticket it opens has its conversation root there
 
 
 def process_batch(
@@ -156,7 +159,8 @@ def _process_group(
             alone.append(raw_id)  # the single path says what is wrong with it
         else:
             try:
-                parsed.append(_Parsed(raw_id, parse(item, policy.limits, policy.spam)))
+                message = parse(item, policy.limits, policy.spam)
+                parsed.append(_Parsed(raw_id, message, bytes(item[:HEADER_SPAN])))
             except Exception:  # noqa: BLE001 - the single path records this mail's failure
                 alone.append(raw_id)
     isolated = False
@@ -250,6 +254,7 @@ def _apply_all(
         known = look_up(session, policy, todo)
         apply = _apply_isolated if isolated else _apply_optimistic
         session.info[OPTIMISTIC] = not isolated
+        session.info[HEADS] = {p.row_id: p.head for p in parsed}
         one_lock = _one_write_lock(session)
         written: list[dict[str, Any]] = []
         for n, (row, msg) in enumerate(todo):
