@@ -47,6 +47,7 @@ from tickets.ingest import (
     process,
     retry_later,
 )
+from tickets.lifecycle import defer_events, write_deferred
 from tickets.models import RawMessage, RawState, utcnow
 from tickets.policy import MailPolicy
 
@@ -254,6 +255,8 @@ def _apply_all(
         known = look_up(session, policy, todo)
         apply = _apply_isolated if isolated else _apply_optimistic
         session.info[OPTIMISTIC] = not isolated
+        if not isolated:
+            defer_events(session)
         session.info[HEADS] = {p.row_id: p.head for p in parsed}
         one_lock = _one_write_lock(session)
         written: list[dict[str, Any]] = []
@@ -266,6 +269,8 @@ def _apply_all(
                 left = {r.id for r, _ in todo[n + 1 :]}
                 rest = [p for p in parsed if p.row_id in left]
                 break
+        if not isolated:
+            _write_events(session)
         if written:
             # One executemany for the batch's rows, not one UPDATE per mail.
             session.execute(update(RawMessage), written)
@@ -280,6 +285,17 @@ def _apply_all(
             outcome.reason,
         )
     return outcomes, rest
+
+
+def _write_events(session: Session) -> None:
+    """The optimistic pass's history events, one executemany: a failure there is one
+    of its mails', found by the isolated pass (which writes each mail's at once)."""
+    try:
+        write_deferred(session)
+    except Exception as exc:
+        if is_transient(exc):
+            raise  # as any transient failure of the batch as a whole
+        raise _Isolate(f"events: {describe(exc)}") from exc
 
 
 def _one_write_lock(session: Session) -> bool:
