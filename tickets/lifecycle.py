@@ -149,7 +149,8 @@ DEFERRED = "buzon.lifecycle.deferred"
 
 
 def record(session: Session, ticket: Ticket, kind: str, actor: str, **fields: object) -> None:
-    """Write one history event on the ticket (`at=` dates it; default: now)."""
+    """Write one history event on the ticket (`at=` dates it; default: now), or hold
+    it for the transaction's one INSERT after `defer_events`."""
     at = fields.pop("at", None)
     values: dict[str, object] = {
         "kind": kind,
