@@ -31,13 +31,13 @@ from notifier.conversation import (
 from notifier.outbox import enqueue
 from parsers.thread_keys import make_message_id, subject_tag
 from tickets.errors import describe
+from tickets.ingest import HEADER_SPAN, opening_head
 from tickets.lifecycle import record
 from tickets.models import Article, ArticleKind, RawMessage, Ticket
 
 log = logging.getLogger("buzon.notify")
 
 ACTOR = "buzon-notifier"
-HEADER_SPAN = 65536
 
 
 @dataclass(frozen=True)
@@ -87,16 +87,19 @@ def _thread_root(session: Session, ticket: Ticket, secret: bytes) -> tuple[bytes
     """The conversation root of the ticket: the customer's own (their first mail's
     Thread-Index, so Outlook files our answers under the mail they sent) or one derived
     from the ticket (its creation time and a GUID signed with our secret)."""
-    # The first 64 KiB hold the headers; a large first mail is not read whole.
-    raw = session.scalar(
-        select(func.substr(RawMessage.raw, 1, HEADER_SPAN))
-        .join(Article, Article.raw_message_id == RawMessage.id)
-        .where(Article.ticket_id == ticket.id, Article.kind == ArticleKind.INBOUND)
-        .order_by(Article.id)
-        .limit(1)
-    )
-    if raw is not None:
-        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(bytes(raw))
+    # Opened by this very transaction, the ticket's first mail is in memory; else its
+    # head is read (a large first mail is not read whole).
+    head = opening_head(session, ticket)
+    if head is None:
+        head = session.scalar(
+            select(func.substr(RawMessage.raw, 1, HEADER_SPAN))
+            .join(Article, Article.raw_message_id == RawMessage.id)
+            .where(Article.ticket_id == ticket.id, Article.kind == ArticleKind.INBOUND)
+            .order_by(Article.id)
+            .limit(1)
+        )
+    if head is not None:
+        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(bytes(head))
         root = parse_root(str(headers.get("Thread-Index") or ""))
         if root is not None:
             return root, root_time(root)

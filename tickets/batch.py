@@ -34,6 +34,8 @@ from tickets.errors import describe
 from tickets.inbox import SessionFactory
 from tickets.ingest import (
     FINISHED,
+    HEADER_SPAN,
+    HEADS,
     AfterApply,
     Known,
     OnNew,
@@ -45,6 +47,7 @@ from tickets.ingest import (
     process,
     retry_later,
 )
+from tickets.lifecycle import defer_events, write_deferred
 from tickets.models import RawMessage, RawState, utcnow
 from tickets.policy import MailPolicy
 
@@ -96,6 +99,7 @@ class TransientFailure(BatchAbandoned):
 class _Parsed:
     row_id: int
     message: ParsedMessage
+    head: bytes  # its first bytes: a ticket it opens has its conversation root there
 
 
 def process_batch(
@@ -156,7 +160,8 @@ def _process_group(
             alone.append(raw_id)  # the single path says what is wrong with it
         else:
             try:
-                parsed.append(_Parsed(raw_id, parse(item, policy.limits, policy.spam)))
+                message = parse(item, policy.limits, policy.spam)
+                parsed.append(_Parsed(raw_id, message, bytes(item[:HEADER_SPAN])))
             except Exception:  # noqa: BLE001 - the single path records this mail's failure
                 alone.append(raw_id)
     isolated = False
@@ -250,6 +255,9 @@ def _apply_all(
         known = look_up(session, policy, todo)
         apply = _apply_isolated if isolated else _apply_optimistic
         session.info[OPTIMISTIC] = not isolated
+        if not isolated:
+            defer_events(session)
+        session.info[HEADS] = {p.row_id: p.head for p in parsed}
         one_lock = _one_write_lock(session)
         written: list[dict[str, Any]] = []
         for n, (row, msg) in enumerate(todo):
@@ -261,6 +269,8 @@ def _apply_all(
                 left = {r.id for r, _ in todo[n + 1 :]}
                 rest = [p for p in parsed if p.row_id in left]
                 break
+        if not isolated:
+            _write_events(session)
         if written:
             # One executemany for the batch's rows, not one UPDATE per mail.
             session.execute(update(RawMessage), written)
@@ -275,6 +285,17 @@ def _apply_all(
             outcome.reason,
         )
     return outcomes, rest
+
+
+def _write_events(session: Session) -> None:
+    """The optimistic pass's history events, one executemany: a failure there is one
+    of its mails', found by the isolated pass (which writes each mail's at once)."""
+    try:
+        write_deferred(session)
+    except Exception as exc:
+        if is_transient(exc):
+            raise  # as any transient failure of the batch as a whole
+        raise _Isolate(f"events: {describe(exc)}") from exc
 
 
 def _one_write_lock(session: Session) -> bool:

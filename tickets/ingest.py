@@ -68,6 +68,14 @@ OnNew = Callable[[Ticket], None]
 
 # `session.info` key: the articles this transaction wrote, held (see `_add_article`).
 WRITTEN = "buzon.ingest.written"
+# `session.info` key set by a batch: the head of each mail it applies (raw id -> bytes),
+# kept from the read that parsed it.
+HEADS = "buzon.ingest.heads"
+# `session.info` key: the ticket opened by each mail of the transaction, with that mail's
+# head (ticket id -> (ticket, bytes)); see `opening_head`.
+OPENING_HEADS = "buzon.ingest.opening_heads"
+# A mail's head: its first 64 KiB, which hold its headers (a large mail is not read whole).
+HEADER_SPAN = 65536
 NO_SUBJECT = "(sin asunto)"
 ROUTING_ACTOR = "buzon-routing"
 FINISHED = (RawState.PROCESSED, RawState.IGNORED, RawState.SPAM)
@@ -569,6 +577,9 @@ def _open_ticket(
     if on_new is not None:
         on_new(ticket)
     article = _add_article(session, policy, row, msg, ticket, sender, dedupe_key)
+    head = session.info.get(HEADS, {}).get(row.id)
+    if head is not None:
+        session.info.setdefault(OPENING_HEADS, {})[ticket.id] = (ticket, head)
     if parent is not None:
         record(
             session,
@@ -760,6 +771,17 @@ def _add_article(
     # notifiers read this article by id right after (no SELECT of what was just written).
     session.info.setdefault(WRITTEN, []).append(article)
     return article
+
+
+def opening_head(session: Session, ticket: Ticket) -> bytes | None:
+    """The head of the mail that opened `ticket`, when this transaction opened it from a
+    batch's mail (the ticket's first inbound article is that mail); else None. The very
+    object is checked: a ticket rolled back to a savepoint may leave its id to another."""
+    held = session.info.get(OPENING_HEADS, {}).get(ticket.id)
+    if held is None or held[0] is not ticket:
+        return None
+    head: bytes = held[1]
+    return head
 
 
 # --- agents' mail (tickets.agent_mail) -------------------------------------------------------

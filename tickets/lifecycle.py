@@ -9,7 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Table
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from tickets.changes import Change, StatusChanged
@@ -143,23 +143,54 @@ def check_transition(old: str, new: str) -> Status:
     return target
 
 
-def record(session: Session, ticket: Ticket, kind: str, actor: str, **fields: object) -> Event:
-    """Write one history event on the ticket (`at=` dates it; default: now)."""
+# `session.info` key: the events a batch's optimistic pass holds for one executemany at
+# its end (see `defer_events`).
+DEFERRED = "buzon.lifecycle.deferred"
+
+
+def record(session: Session, ticket: Ticket, kind: str, actor: str, **fields: object) -> None:
+    """Write one history event on the ticket (`at=` dates it; default: now), or hold
+    it for the transaction's one INSERT after `defer_events`."""
     at = fields.pop("at", None)
-    event = Event(
-        ticket=ticket,
-        kind=kind,
-        actor=actor,
-        field=fields.pop("field", None),
-        old_value=_text(fields.pop("old", None)),
-        new_value=_text(fields.pop("new", None)),
-        once_key=fields.pop("once_key", None),
-        data={k: v for k, v in fields.items() if v is not None},
-    )
+    values: dict[str, object] = {
+        "kind": kind,
+        "actor": actor,
+        "field": fields.pop("field", None),
+        "old_value": _text(fields.pop("old", None)),
+        "new_value": _text(fields.pop("new", None)),
+        "once_key": fields.pop("once_key", None),
+        "data": {k: v for k, v in fields.items() if v is not None},
+    }
+    held = session.info.get(DEFERRED)
+    if held is not None and values["once_key"] is None:
+        values["created_at"] = at if isinstance(at, datetime) else utcnow()
+        held.append((ticket, values))
+        return
+    event = Event(ticket=ticket, **values)
     if isinstance(at, datetime):
         event.created_at = at
     session.add(event)
-    return event
+
+
+def defer_events(session: Session) -> None:
+    """From now on the transaction's events are held and written by `write_deferred`
+    in one statement: the ORM would insert each alone (on SQLite it reads every new id
+    back). Only for a transaction that nothing reads the events of before its end, and
+    that a failure rolls back whole (a savepoint would not take back a held event). A
+    one-off event (`once_key`) is written at once: its uniqueness is checked there."""
+    session.info[DEFERRED] = []
+
+
+def write_deferred(session: Session) -> None:
+    """Write the held events, in the order they were recorded (the history's order)."""
+    held: list[tuple[Ticket, dict[str, object]]] = session.info.get(DEFERRED) or []
+    if not held:
+        return
+    session.flush()  # the tickets opened since the last flush get their ids
+    table = Event.__table__
+    assert isinstance(table, Table)
+    session.execute(insert(table), [values | {"ticket_id": ticket.id} for ticket, values in held])
+    held.clear()
 
 
 def _text(value: object) -> str | None:
