@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from email.message import Message
+from email.parser import BytesHeaderParser
 from email.utils import parsedate_to_datetime
 
 from parsers.charsets import codec_name, decode_words, header_text
 from parsers.message import Address
 
 _BRACKETED_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+HEADER_LIMIT = 256 * 1024  # header blocks longer than this are read up to here
 _HINT_MAX_PARTS = 200
 _ANGLE_ADDRESS = re.compile(r"<\s*([^<>\s]+)\s*>")
 _SENDER_HEADERS = ("from", "reply-to", "sender", "return-path")
@@ -139,6 +142,18 @@ def message_ids(value: str) -> tuple[str, ...]:
         tokens = [token.strip("<>,;") for token in value.split()]
         ids = tokens if len(tokens) == 1 else [token for token in tokens if "@" in token]
     return tuple(dict.fromkeys(token for token in ids if token))
+
+
+def header_thread_ids(raw: bytes | bytearray) -> tuple[str | None, tuple[str, ...]]:
+    """The mail's own Message-ID and the ids it answers (In-Reply-To, References), read
+    from the header block alone: cheap enough for intake, which must not parse the body."""
+    end = _HEADER_END.search(raw, 0, HEADER_LIMIT)
+    head = BytesHeaderParser().parsebytes(bytes(raw[: end.start() if end else HEADER_LIMIT]))
+    own = message_ids(str(head.get("Message-ID", "")))
+    answered = " ".join(
+        str(v) for name in ("In-Reply-To", "References") for v in head.get_all(name, [])
+    )
+    return (own[0] if own else None), message_ids(answered)
 
 
 def parse_date(value: str, defects: list[str]) -> datetime | None:

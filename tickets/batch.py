@@ -31,7 +31,7 @@ from sqlalchemy.orm import defer as defer_column
 from parsers import ParsedMessage, parse
 from tickets.changes import TicketCreated
 from tickets.errors import describe
-from tickets.inbox import SessionFactory
+from tickets.inbox import SessionFactory, bounded_id
 from tickets.ingest import (
     FINISHED,
     HEADER_SPAN,
@@ -41,11 +41,11 @@ from tickets.ingest import (
     OnNew,
     Outcome,
     apply_parsed,
-    bounded_id,
     is_transient,
     look_up,
     process,
     retry_later,
+    wait_for_original,
 )
 from tickets.lifecycle import defer_events, write_deferred
 from tickets.models import RawMessage, RawState, utcnow
@@ -370,7 +370,18 @@ def _apply_isolated(
 
 
 def _done(row: RawMessage, msg: ParsedMessage, outcome: Outcome, now: datetime) -> dict[str, Any]:
-    return _values(row, msg, now, outcome.state, outcome.reason, outcome, row.attempts + 1)
+    values = _values(row, msg, now, outcome.state, outcome.reason, outcome, row.attempts + 1)
+    if outcome.state == RawState.PENDING:  # waits for its original: not an attempt
+        retry_at, retries = wait_for_original(row, now)
+        values.update(
+            attempts=row.attempts,
+            processed_at=None,
+            claimed_at=None,
+            claimed_by=None,
+            retry_at=retry_at,
+            retries=retries,
+        )
+    return values
 
 
 def _failed(
@@ -408,4 +419,6 @@ def _values(
         "attempts": attempts,
         "claimed_at": row.claimed_at,
         "claimed_by": row.claimed_by,
+        "retry_at": row.retry_at,
+        "retries": row.retries,
     }

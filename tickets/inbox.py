@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from parsers.headers import header_thread_ids
 from tickets.errors import describe
 from tickets.models import RawMessage, RawState, utcnow
 
@@ -47,6 +48,25 @@ def accept_many(
         raise StoreUnavailable(describe(exc)) from exc
 
 
+# Message-IDs are stored and looked up bounded to one header line's worth (RFC 5322).
+MAX_ID_BYTES = 998
+
+
+def bounded_id(message_id: str | None) -> str | None:
+    """A Message-ID as stored and as looked up: the same bounded value both times, so a
+    second copy of a mail with an over-long id is found. Longer than MAX_ID_BYTES, it is
+    replaced by its digest (no real mail has such an id; hostile ones must not collide
+    by a shared prefix)."""
+    if not message_id:
+        return None
+    clean = message_id.replace("\x00", "")
+    encoded = clean.encode("utf-8", "surrogatepass")
+    if len(encoded) <= MAX_ID_BYTES:
+        return clean
+    # Still a well-formed msg-id (it may appear in our References), never one of ours.
+    return f"sha256.{hashlib.sha256(encoded).hexdigest()}@buzon.invalid"
+
+
 def add_raw(
     session: Session, items: Sequence[tuple[bytes | bytearray, dict[str, Any]]], source: str
 ) -> list[int]:
@@ -60,6 +80,9 @@ def add_raw(
             sha256=hashlib.sha256(raw).hexdigest(),
             size=len(raw),
             state=RawState.PENDING,
+            # Known before processing, so that a worker can tell a reply whose original
+            # another worker holds right now (see `tickets.ingest.original_in_flight`).
+            message_id=bounded_id(header_thread_ids(raw)[0]),
         )
         for raw, envelope in items
     ]

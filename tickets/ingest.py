@@ -7,10 +7,10 @@ queue of stored messages it reads from is `tickets.inbox`.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -41,7 +41,7 @@ from tickets.blobstore import BlobStore
 from tickets.changes import Change, CustomerReplied, Imported, TicketCreated
 from tickets.confirmation import confirms
 from tickets.errors import TicketError, describe
-from tickets.inbox import Backoff, SessionFactory, defer, fail
+from tickets.inbox import Backoff, SessionFactory, bounded_id, defer, fail
 from tickets.lifecycle import Status, change_status, record
 from tickets.models import (
     Article,
@@ -79,10 +79,11 @@ HEADER_SPAN = 65536
 NO_SUBJECT = "(sin asunto)"
 ROUTING_ACTOR = "buzon-routing"
 FINISHED = (RawState.PROCESSED, RawState.IGNORED, RawState.SPAM)
+# A reply whose original is being processed waits 1 s, then 2, 4… up to 30 s.
+ORIGINAL_WAIT = Backoff(1.0, 30.0)
 
 # A Message-ID is stored (and looked up) in at most this many UTF-8 bytes: PostgreSQL's
 # btree refuses index rows over ~2.7 KB, and the dedupe key adds the content digest.
-MAX_ID_BYTES = 998
 MAX_ADDRESS = 320  # the address columns; a longer "address" is no mailbox
 MAX_RECORDED_REFUSALS = 200  # watchers left out of one mail, recorded one by one
 
@@ -243,9 +244,13 @@ def _process_once(
         row.message_id = bounded_id(parsed.message_id)
         outcome = apply_parsed(session, policy, row, parsed, after_apply, on_new)
         row.state, row.reason = outcome.state, outcome.reason
-        row.ticket_id, row.article_id = outcome.ticket_id, outcome.article_id
-        row.processed_at = utcnow()
-        row.attempts += 1
+        if outcome.state == RawState.PENDING:  # waits for its original: not an attempt
+            row.retry_at, row.retries = wait_for_original(row, utcnow())
+            row.claimed_at = row.claimed_by = None
+        else:
+            row.ticket_id, row.article_id = outcome.ticket_id, outcome.article_id
+            row.processed_at = utcnow()
+            row.attempts += 1
     log.info(
         "processed raw=%s state=%s ticket=%s reason=%s",
         raw_id,
@@ -320,21 +325,6 @@ def retry_later(sf: SessionFactory, policy: MailPolicy, raw_id: int, exc: Except
 # --- apply: decide what the message means -------------------------------------------------
 
 
-def bounded_id(message_id: str | None) -> str | None:
-    """A Message-ID as stored and as looked up: the same bounded value both times, so a
-    second copy of a mail with an over-long id is found. Longer than MAX_ID_BYTES, it is
-    replaced by its digest (no real mail has such an id; hostile ones must not collide
-    by a shared prefix)."""
-    if not message_id:
-        return None
-    clean = message_id.replace("\x00", "")
-    encoded = clean.encode("utf-8", "surrogatepass")
-    if len(encoded) <= MAX_ID_BYTES:
-        return clean
-    # Still a well-formed msg-id (it may appear in our References), never one of ours.
-    return f"sha256.{hashlib.sha256(encoded).hexdigest()}@buzon.invalid"
-
-
 def _dedupe_key(msg: ParsedMessage) -> str:
     """One article per message: the bounded Message-ID and the content digest."""
     return f"{bounded_id(msg.message_id) or ''}|{msg.content_digest}"
@@ -385,6 +375,19 @@ def _apply(
     if known is None or known.may_bounce(sender.email):
         clear_bouncing(session, [sender.email])  # it writes to us: its mailbox works again
 
+    return _to_ticket(session, policy, row, msg, sender, dedupe_key, on_new)
+
+
+def _to_ticket(
+    session: Session,
+    policy: MailPolicy,
+    row: RawMessage,
+    msg: ParsedMessage,
+    sender: Address,
+    dedupe_key: str,
+    on_new: OnNew | None,
+) -> Outcome:
+    """A customer's mail: onto its ticket, or a ticket of its own."""
     ticket = _find_ticket(session, policy, msg, sender, row.envelope)
     if ticket is not None and ticket.status != Status.CLOSED:
         if session.get_bind().dialect.name != "sqlite":
@@ -397,7 +400,36 @@ def _apply(
         article = _add_article(session, policy, row, msg, ticket, sender, dedupe_key)
         survey.record_rating(session, ticket, rating, sender.email, article.id)
         return Outcome(row.id, RawState.PROCESSED, ticket.id, article.id, "survey answer")
+    if ticket is None and (original := _original_in_flight(session, row, msg)) is not None:
+        return Outcome(row.id, RawState.PENDING, reason=f"waits for its original <{original}>")
     return _open_ticket(session, policy, row, msg, sender, dedupe_key, ticket, on_new)
+
+
+def _original_in_flight(session: Session, row: RawMessage, msg: ParsedMessage) -> str | None:
+    """The Message-ID this mail answers that an earlier stored mail carries and that
+    no one has finished yet: another worker holds it right now (worker processes take
+    batches side by side), or it waits for a retry. Its ticket does not exist yet, so
+    this mail waits for it rather than open a ticket of its own."""
+    answered = {bounded_id(mid) for mid in (*msg.in_reply_to, *msg.references)} - {None}
+    if not answered:
+        return None
+    return session.scalar(
+        select(RawMessage.message_id)
+        .where(
+            RawMessage.state.in_((RawState.PENDING, RawState.PROCESSING)),
+            RawMessage.id < row.id,
+            RawMessage.message_id.in_(answered),
+            # Earlier mail of this same batch was applied already, in this transaction.
+            RawMessage.claimed_by.is_distinct_from(row.claimed_by),
+        )
+        .limit(1)
+    )
+
+
+def wait_for_original(row: RawMessage, now: datetime) -> tuple[datetime, int]:
+    """When a reply waiting for its original is tried again (its `retry_at`), and its
+    `retries`: a short wait, doubling, since the original is being processed now."""
+    return now + timedelta(seconds=ORIGINAL_WAIT.delay(row.retries)), row.retries + 1
 
 
 def _duplicate(session: Session, key: str, known: Known | None) -> tuple[int, int] | None:

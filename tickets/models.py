@@ -188,7 +188,7 @@ class Article(Base):
     message_id: Mapped[str | None] = mapped_column(CleanString(998))
     content_digest: Mapped[str | None] = mapped_column(String(64))
     # "<Message-ID or ''>|<content digest>" for inbound mail: one article per message.
-    # Over-long Message-IDs are hashed (tickets.ingest.bounded_id): at most 1100 bytes.
+    # Over-long Message-IDs are hashed (tickets.inbox.bounded_id): at most 1100 bytes.
     dedupe_key: Mapped[str | None] = mapped_column(CleanString(1100), unique=True)
     raw_message_id: Mapped[int | None] = mapped_column(ForeignKey("raw_messages.id"))
     from_addr: Mapped[str | None] = mapped_column(CleanString(320))

@@ -9,26 +9,16 @@ mails it answers are final. Only the header block is read here, never the body.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from email.parser import BytesHeaderParser
 
-from parsers.headers import message_ids
-
-HEADER_LIMIT = 256 * 1024  # header blocks longer than this are read up to here
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+from parsers.headers import header_thread_ids
 
 
 def thread_ids(raw: bytes) -> tuple[str, frozenset[str]]:
     """The mail's own Message-ID ("" when it has none) and the ids it answers
     (In-Reply-To, References), lower-cased."""
-    end = _HEADER_END.search(raw, 0, HEADER_LIMIT)
-    head = BytesHeaderParser().parsebytes(raw[: end.start() if end else HEADER_LIMIT])
-    own = message_ids(str(head.get("Message-ID", "")))
-    answered = " ".join(
-        str(v) for name in ("In-Reply-To", "References") for v in head.get_all(name, [])
-    )
-    return (own[0].lower() if own else ""), frozenset(i.lower() for i in message_ids(answered))
+    own, answers = header_thread_ids(raw)
+    return (own or "").lower(), frozenset(i.lower() for i in answers)
 
 
 @dataclass
