@@ -40,6 +40,7 @@ import ctypes
 import logging
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import select
 import signal
@@ -361,6 +362,8 @@ def _sigterm_held() -> Iterator[None]:
     workers' exits to this process: it must outlive that signal while they drain. Started
     with SIGTERM blocked (the mask is inherited through fork and exec), it never takes
     one; a SIGTERM for this process meanwhile waits until the mask is restored."""
+    # The resource tracker's start unblocks SIGTERM on its way out: it runs first.
+    multiprocessing.resource_tracker.ensure_running()
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     try:
         yield

@@ -45,10 +45,12 @@ class Run:
         self.log = tmp_path / "buzon.log"
 
     @contextmanager
-    def running(self) -> Iterator[subprocess.Popen[bytes]]:
+    def running(self, own_group: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+        """`own_group`: in a process group of its own, as systemd's control group."""
         cmd = [sys.executable, "-m", "daemon", "run", "--config", str(self.config)]
         with self.log.open("ab") as log:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log)
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log,
+                                    start_new_session=own_group)  # fmt: skip
         try:
             wait_for(lambda: self._up(proc), START_TIMEOUT, "the listener and two workers")
             yield proc
@@ -185,6 +187,22 @@ def test_sigterm_stops_the_parent_and_its_workers(tmp_path: Path) -> None:
     wait_for(lambda: all(gone(p) for p in workers), 5, "the workers gone")
     assert "ingest worker processes stopped exits=0,0" in run.text(), run.text()[-3000:]
     # What was accepted before the stop was drained by the workers.
+    assert run.unprocessed() == 0
+    run.assert_each_mail_once(10)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_group_drains_as_one_to_the_parent(tmp_path: Path) -> None:
+    """systemd signals every process of the service: the fork server outlives it, so
+    the parent still sees its workers drain and exit 0."""
+    run = Run(tmp_path)
+    with run.running(own_group=True) as proc:
+        workers = children(proc.pid)
+        send(run.smtp_port, 0, 10)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(40) == 0, run.text()
+    wait_for(lambda: all(dead(p) for p in workers), 5, "the workers gone")
+    assert "ingest worker processes stopped exits=0,0" in run.text(), run.text()[-3000:]
     assert run.unprocessed() == 0
     run.assert_each_mail_once(10)
 
