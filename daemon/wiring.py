@@ -508,6 +508,7 @@ class App:
 
         gate = SharedWriteGate() if self.settings.db_url.startswith("sqlite") else None
         processed = self.health.metrics.processed
+        dialect = self.engine.dialect  # its driver is imported by now: the schema check
         pool = WorkerPool(
             ingest_process,
             (self.settings, gate),
@@ -516,7 +517,9 @@ class App:
             on_outcome=lambda state: processed.labels(state).inc(),
             gate=gate,
             finish=lambda: self._drain_left(processes),
+            preload=(*WORKER_MODULES, type(dialect).__module__, dialect.loaded_dbapi.__name__),
         )
+        pool.start_server()  # it imports while the rest of the start-up goes on
         self.health.add_check("workers", pool.ready)
         return pool
 
@@ -696,10 +699,29 @@ class App:
             ) from None
 
 
+# What an ingest worker process imports, here or on its first mail: the fork server
+# (daemon.workers) imports them once, and every worker it forks starts with them.
+WORKER_MODULES = (
+    "daemon.wiring",
+    "daemon.workers",
+    "daemon.logs",
+    "daemon.supervisor",
+    "daemon.desk",
+    "daemon.health",
+    "daemon.intake.ingest_worker",
+    "tickets.batch",
+    "tickets.search",
+    "tickets.calendar",
+    "holidays.countries",  # every country: the calendar looks its one up (0.5 s)
+    "notifier.notify",
+    "notifier.render",
+    "notifier.planned",
+)
+
+
 def ingest_process(
     settings: Settings,
     gate: SharedWriteGate | None,
-    parent_pid: int,
     index: int,
     channel: socket.socket,
 ) -> None:
@@ -721,7 +743,7 @@ def ingest_process(
     except ConfigError as exc:
         logging.getLogger("buzon.workers").error("%s", exc)
         sys.exit(EX_CONFIG)
-    code = serve_worker(worker, channel, parent_pid)
+    code = serve_worker(worker, channel)
     app.engine.dispose()
     # Everything is committed: skip the interpreter's teardown, which took seconds on a
     # busy machine and would count against the parent's stop deadline.

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import buzon, python_child
+from tickets.db import head_revisions, make_engine, stored_revisions
 
 HEAVY = (
     "aiosmtpd",
@@ -95,10 +96,13 @@ def test_tickets_list_spares_its_exit_the_collection_but_still_closes_the_databa
     assert _child(["tickets", "list"], tmp_path, run=_IN_PROCESS)["frozen"] == 0
 
 
-def test_a_new_database_is_still_migrated_first(tmp_path: Path) -> None:
+def test_a_new_database_is_created_at_the_newest_schema_without_alembic(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     loaded = _modules(["tickets", "list"], tmp_path)
-    assert "alembic" in loaded  # the schema was not current: Alembic brought it up
+    assert "alembic" not in loaded  # created from the models, stamped at the head
+    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'buzon.db'}")
+    assert stored_revisions(engine) == head_revisions()
+    engine.dispose()
     listed = buzon(["tickets", "list"], tmp_path)
     assert listed.returncode == 0, listed.stderr
 

@@ -45,10 +45,12 @@ class Run:
         self.log = tmp_path / "buzon.log"
 
     @contextmanager
-    def running(self) -> Iterator[subprocess.Popen[bytes]]:
+    def running(self, own_group: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+        """`own_group`: in a process group of its own, as systemd's control group."""
         cmd = [sys.executable, "-m", "daemon", "run", "--config", str(self.config)]
         with self.log.open("ab") as log:
-            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log)
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=log,
+                                    start_new_session=own_group)  # fmt: skip
         try:
             wait_for(lambda: self._up(proc), START_TIMEOUT, "the listener and two workers")
             yield proc
@@ -97,12 +99,21 @@ def send(port: int, first: int, total: int, connections: int = 4) -> None:
 
 
 def children(pid: int) -> list[int]:
-    """The worker processes of `pid` (multiprocessing's resource tracker left out)."""
+    """The worker processes of `pid`: the children of its fork server."""
+    return [w for server in fork_servers(pid) for w in _kids(server)]
+
+
+def fork_servers(pid: int) -> list[int]:
+    """The fork server among the children of `pid` (its resource tracker left out)."""
+    return [p for p in _kids(pid) if "forkserver" in _cmdline(p)]
+
+
+def _kids(pid: int) -> list[int]:
     found = []
     for tid in os.listdir(f"/proc/{pid}/task"):
         with open(f"/proc/{pid}/task/{tid}/children") as listing:
             found += [int(p) for p in listing.read().split()]
-    return [p for p in found if "spawn_main" in _cmdline(p)]
+    return found
 
 
 def _cmdline(pid: int) -> str:
@@ -116,6 +127,15 @@ def _cmdline(pid: int) -> str:
 def gone(pid: int) -> bool:
     """Exited and reaped (a zombie would still be there)."""
     return not os.path.exists(f"/proc/{pid}")
+
+
+def dead(pid: int) -> bool:
+    """Exited: gone, or a zombie left to whoever adopted it (the parent was killed)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 @pytest.mark.slow
@@ -169,6 +189,34 @@ def test_sigterm_stops_the_parent_and_its_workers(tmp_path: Path) -> None:
     # What was accepted before the stop was drained by the workers.
     assert run.unprocessed() == 0
     run.assert_each_mail_once(10)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_group_drains_as_one_to_the_parent(tmp_path: Path) -> None:
+    """systemd signals every process of the service: the fork server outlives it, so
+    the parent still sees its workers drain and exit 0."""
+    run = Run(tmp_path)
+    with run.running(own_group=True) as proc:
+        workers = children(proc.pid)
+        send(run.smtp_port, 0, 10)
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(40) == 0, run.text()
+    wait_for(lambda: all(dead(p) for p in workers), 5, "the workers gone")
+    assert "ingest worker processes stopped exits=0,0" in run.text(), run.text()[-3000:]
+    assert run.unprocessed() == 0
+    run.assert_each_mail_once(10)
+
+
+@pytest.mark.slow
+def test_sigkill_of_the_parent_leaves_no_worker_or_fork_server(tmp_path: Path) -> None:
+    run = Run(tmp_path)
+    with run.running() as proc:
+        left = [*children(proc.pid), *fork_servers(proc.pid)]
+        assert len(left) == 3
+        send(run.smtp_port, 0, 10)
+        proc.kill()
+        proc.wait(10)
+    wait_for(lambda: all(dead(p) for p in left), 10, "the workers and fork server gone")
 
 
 @pytest.mark.slow

@@ -149,7 +149,9 @@ class Ticket(Base):
     merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     # The support address it was opened at: its queue, and the From of its mail.
     queue_address: Mapped[str | None] = mapped_column(String(320))
-    tags: Mapped[list[Any]] = mapped_column(default=list)  # set by routing rules
+    tags: Mapped[list[Any]] = mapped_column(
+        default=list, server_default="[]"
+    )  # set by routing rules
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     first_response_at: Mapped[datetime | None]
