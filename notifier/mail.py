@@ -123,7 +123,7 @@ def queue_mail(
 ) -> Queued:
     """Write the outbox row with the mail's `plan` and the "notified" event that says so
     on the ticket."""
-    row = enqueue(
+    outbox_id = enqueue(
         session,
         plan=plan,
         message_id=message_id,
@@ -137,14 +137,14 @@ def queue_mail(
     )
     extra = {"internal": True} if internal else {}
     record(
-        session, ticket, "notified", ACTOR, field="mail", new=kind, outbox=row.id,
+        session, ticket, "notified", ACTOR, field="mail", new=kind, outbox=outbox_id,
         recipients=list(recipients), at=now, **extra,
     )  # fmt: skip
     log.info(
-        "queued ticket=%s kind=%s outbox=%s recipients=%d", ticket.id, kind, row.id,
+        "queued ticket=%s kind=%s outbox=%s recipients=%d", ticket.id, kind, outbox_id,
         len(recipients),
     )  # fmt: skip
-    return Queued(ticket.id, kind, row.id, tuple(recipients), refused)
+    return Queued(ticket.id, kind, outbox_id, tuple(recipients), refused)
 
 
 def safely(
