@@ -160,13 +160,16 @@ def compile_words(words: Iterable[str]) -> tuple[str, ...]:
 
 
 def _has_words(words: tuple[str, ...], searchable: str) -> bool:
-    return _words_pattern(words).search(searchable) is not None
+    return any(
+        first in searchable and pattern.search(searchable) for first, pattern in _patterns(words)
+    )
 
 
 @lru_cache(maxsize=256)
-def _words_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
-    """One pattern for a rule's words (any of them), compiled once: one scan of the text."""
-    return re.compile("|".join(_phrase(w) for w in words))
+def _patterns(words: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """Each word's pattern, compiled once, after its first word: a plain substring test
+    (in C) rules out most of them before a pattern is tried."""
+    return tuple(((w.split() or [""])[0], re.compile(_phrase(w))) for w in words)
 
 
 def _phrase(word: str) -> str:
