@@ -45,7 +45,7 @@ def queue_sign_in_link(
         auto_submitted=AUTO_GENERATED,
         language=language,
     )
-    row = enqueue(
+    return enqueue(
         session,
         compose(draft, message_id, now),
         message_id=message_id,
@@ -57,4 +57,3 @@ def queue_sign_in_link(
         automatic=False,  # not counted in the customers' send budget
         now=now,
     )
-    return row.id

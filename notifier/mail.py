@@ -99,11 +99,21 @@ def _thread_root(session: Session, ticket: Ticket, secret: bytes) -> tuple[bytes
             .limit(1)
         )
     if head is not None:
-        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(bytes(head))
+        headers = BytesHeaderParser(policy=policy.compat32).parsebytes(_header_block(head))
         root = parse_root(str(headers.get("Thread-Index") or ""))
         if root is not None:
             return root, root_time(root)
     return thread_root(ticket.created_at, conversation_guid(secret, ticket.id)), ticket.created_at
+
+
+def _header_block(head: bytes) -> bytes:
+    """The mail's header lines alone: the parser is not walked through the body that
+    follows them in the head (up to 64 KiB)."""
+    head = bytes(head)
+    # The first blank line ends them; the cut keeps the last header's line break.
+    ends = [n + 2 for n in (head.find(b"\r\n\r\n"),) if n >= 0]
+    ends += [n + 1 for n in (head.find(b"\n\n"),) if n >= 0]
+    return head[: min(ends)] if ends else head
 
 
 def queue_mail(
@@ -123,7 +133,7 @@ def queue_mail(
 ) -> Queued:
     """Write the outbox row with the mail's `plan` and the "notified" event that says so
     on the ticket."""
-    row = enqueue(
+    outbox_id = enqueue(
         session,
         plan=plan,
         message_id=message_id,
@@ -137,14 +147,14 @@ def queue_mail(
     )
     extra = {"internal": True} if internal else {}
     record(
-        session, ticket, "notified", ACTOR, field="mail", new=kind, outbox=row.id,
+        session, ticket, "notified", ACTOR, field="mail", new=kind, outbox=outbox_id,
         recipients=list(recipients), at=now, **extra,
     )  # fmt: skip
     log.info(
-        "queued ticket=%s kind=%s outbox=%s recipients=%d", ticket.id, kind, row.id,
+        "queued ticket=%s kind=%s outbox=%s recipients=%d", ticket.id, kind, outbox_id,
         len(recipients),
     )  # fmt: skip
-    return Queued(ticket.id, kind, row.id, tuple(recipients), refused)
+    return Queued(ticket.id, kind, outbox_id, tuple(recipients), refused)
 
 
 def safely(

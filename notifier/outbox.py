@@ -12,7 +12,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from notifier.errors import OutboxError
@@ -24,8 +24,11 @@ SENT, FAILED = "sent", "failed"
 PENDING = claims.PENDING
 
 # Built once: the values come as parameters (the statement is the same for every mail).
-_INSERT_ROW = insert(OutboxMessage).returning(OutboxMessage)
-_INSERT_RECIPIENTS = insert(OutboxRecipient)
+# Core, on the session's connection: the row's id is all a caller needs, not an object.
+_ROWS, _BUDGET = OutboxMessage.__table__, OutboxRecipient.__table__
+assert isinstance(_ROWS, Table) and isinstance(_BUDGET, Table)
+_INSERT_ROW = insert(_ROWS).returning(_ROWS.c.id)
+_INSERT_RECIPIENTS = insert(_BUDGET)
 
 
 def enqueue(
@@ -41,15 +44,18 @@ def enqueue(
     article_id: int | None,
     automatic: bool,
     now: datetime,
-) -> OutboxMessage:
+) -> int:
     """Add the row (and, for automatic mail, one budget row per recipient): either the
     `plan` of the mail, made into bytes at delivery (`notifier.planned`), or a built
-    `message`, serialised now."""
+    `message`, serialised now. Returns the row's id."""
     if (message is None) == (plan is None):
         raise ValueError("enqueue takes a message or a plan")
-    # INSERT..RETURNING the row, and one executemany for its budget rows: no unit of work
-    # to flush (the notifier writes one of these per mail). The budget rows are in the
-    # table at once: the next budget count in this transaction sees them.
+    # INSERT..RETURNING the id, and one executemany for its budget rows: no unit of work
+    # to flush nor object to build (the notifier writes one of these per mail). The
+    # budget rows are in the table at once: the next budget count in this transaction
+    # sees them. What the session holds unflushed is flushed first, as the ORM would.
+    session.flush()
+    connection = session.connection()
     values = {
         "ticket_id": ticket_id,
         "article_id": article_id,
@@ -64,16 +70,16 @@ def enqueue(
         "next_attempt_at": now,
         "created_at": now,
     }
-    row = session.scalars(_INSERT_ROW, [values]).one()
+    row_id: int = connection.execute(_INSERT_ROW, values).scalar_one()
     if automatic and recipients:
-        session.execute(
+        connection.execute(
             _INSERT_RECIPIENTS,
             [
-                {"outbox_id": row.id, "email": email, "ticket_id": ticket_id, "created_at": now}
+                {"outbox_id": row_id, "email": email, "ticket_id": ticket_id, "created_at": now}
                 for email in recipients
             ],
         )
-    return row
+    return row_id
 
 
 # --- claiming, for the delivery job ---------------------------------------------------------

@@ -202,7 +202,11 @@ def _facts(
             "since": now - timedelta(seconds=budget.window_seconds),
             "stranger_since": now - timedelta(seconds=budget.stranger_window_seconds),
         }
-    rows = session.execute(_facts_statement(len(emails), budget is not None), params)
+    # A Core statement on the session's connection, not through the ORM's execute; what
+    # the session holds unflushed (a bounce's mark) is flushed first, as the ORM would.
+    session.flush()
+    statement = _facts_statement(len(emails), budget is not None)
+    rows = session.connection().execute(statement, params)
     for row in rows.mappings():
         email = row["email"]
         if row["bouncing"]:

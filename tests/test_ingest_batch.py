@@ -283,6 +283,53 @@ def test_replies_in_a_batch_thread_onto_tickets_the_batch_opened_and_cost_few_st
         assert len(statements) / 8 <= 7, sorted(set(verbs(statements)))
 
 
+def test_a_ticket_a_batch_opens_holds_its_people_and_files_for_a_reply_in_the_same_batch(
+    batch_app: App,
+) -> None:
+    """The opening mail (a colleague in Cc, a file) and a reply from a newcomer, in one
+    batch: the ticket, its participants, the article and its attachment are written by
+    Core, yet the reply joins them and the acknowledgement reaches both customers."""
+    first = "<con-adjunto@mail.example>"
+    opening = mail(
+        "Ana <ana@clinica.example>",
+        "Factura",
+        "Adjunto la factura.",
+        cc="Luis <luis@clinica.example>",
+        msgid=first,
+        attachments=[("factura.pdf", "application/pdf", b"%PDF-1.4 factura")],
+    )
+    reply = mail(
+        "Ana <ana@clinica.example>",
+        "Re: Factura",
+        "Sumo a Marta.",
+        cc="Luis <luis@clinica.example>, Marta <marta@clinica.example>",
+        in_reply_to=first,
+        references=[first],
+    )
+    ids = accept_many(batch_app.sessions, [(opening, {}), (reply, {})], "smtp")
+    outcomes = batch_app.desk.ingest_batch(ids)
+    assert [o.state for o in outcomes] == ["processed", "processed"]
+    assert outcomes[1].ticket_id == outcomes[0].ticket_id
+    with batch_app.sessions() as s:
+        ticket = s.get_one(Ticket, outcomes[0].ticket_id)
+        people = sorted((p.email, p.role) for p in ticket.participants)
+        assert people == [
+            ("ana@clinica.example", "requester"),
+            ("luis@clinica.example", "watcher"),
+            ("marta@clinica.example", "watcher"),
+        ]
+        opened = s.get_one(Article, outcomes[0].article_id)
+        assert [(f.filename, f.size) for f in opened.attachments] == [("factura.pdf", 16)]
+        assert [a.id for a in ticket.articles if a.kind == "inbound"] == [
+            outcomes[0].article_id,
+            outcomes[1].article_id,
+        ]
+        ack = s.scalars(select(OutboxMessage).where(OutboxMessage.kind == "acknowledgement")).one()
+        assert ack.recipients == ["ana@clinica.example", "luis@clinica.example"]
+        kinds = s.scalars(select(Event.kind).where(Event.ticket_id == ticket.id).order_by(Event.id))
+        assert list(kinds) == ["participant", "created", "notified", "participant", "article"]
+
+
 def test_a_batch_of_large_mails_commits_in_several_transactions(
     batch_app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:

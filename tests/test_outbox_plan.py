@@ -122,11 +122,12 @@ def test_a_row_with_bytes_and_no_plan_still_delivers(
     outcome = ingest(app, mail(ANA, "No carga la agenda", "Hola, no carga."))
     message = compose(draft(to=[Mailbox("ana@clinica.example")], cc=[]), MID, NOW)
     with app.sessions.begin() as session:
-        row = outbox.enqueue(
+        row_id = outbox.enqueue(
             session, message, message_id=MID, kind="reply", mail_from="soporte@soporte.example",
             recipients=["ana@clinica.example"], ticket_id=outcome.ticket_id, article_id=None,
             automatic=False, now=NOW,
         )  # fmt: skip
+        row = session.get_one(OutboxMessage, row_id)
         assert row.plan is None and row.raw is not None
         assert outbox_bytes(app, row) == row.raw
     assert deliver(app, datetime.now(UTC)) == {"sent": 2}

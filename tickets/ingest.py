@@ -24,6 +24,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import defer as defer_column
+from sqlalchemy.orm.attributes import set_committed_value
 
 from parsers import Address, ParsedMessage, parse
 from parsers.message import MailKind
@@ -42,7 +43,8 @@ from tickets.changes import Change, CustomerReplied, Imported, TicketCreated
 from tickets.confirmation import confirms
 from tickets.errors import TicketError, describe
 from tickets.inbox import Backoff, SessionFactory, bounded_id, defer, fail
-from tickets.lifecycle import Status, change_status, record
+from tickets.lifecycle import DEFERRED, Status, change_status, record
+from tickets.loaded import hold, insert_rows
 from tickets.models import (
     Article,
     ArticleKind,
@@ -597,10 +599,14 @@ def _open_ticket(
     # Everything the ticket row holds is decided before its INSERT (routing, then the
     # SLA clocks through `on_new`): one INSERT, no UPDATE of the row just written. Kept
     # pending until then, its participants and events collections start known and empty
-    # (no lazy load of what this very mail added).
-    session.add(ticket)
-    _add_participant(session, ticket, sender, ParticipantRole.REQUESTER, policy)
-    _add_copied(session, policy, ticket, msg, sender, known={sender.email})
+    # (no lazy load of what this very mail added). Where the events are held for the
+    # transaction's end, nothing needs the ticket in the session before it is written by
+    # Core (`tickets.loaded`); elsewhere the unit of work writes it.
+    direct: list[Participant] | None = [] if _writes_directly(session) else None
+    if direct is None:
+        session.add(ticket)
+    _add_participant(session, ticket, sender, ParticipantRole.REQUESTER, policy, direct)
+    _add_copied(session, policy, ticket, msg, sender, {sender.email}, direct)
     # Dated like the notifier's events (`at`): with the same columns, the previous mail's
     # "notified" and this "created" are one executemany (one statement on PostgreSQL).
     record(session, ticket, "created", sender.email, source=row.source, raw_id=row.id, at=now)
@@ -608,6 +614,8 @@ def _open_ticket(
     apply_route(session, ticket, routed, policy.matrix, ROUTING_ACTOR)
     if on_new is not None:
         on_new(ticket)
+    if direct is not None:
+        _write_opened(session, ticket, direct)
     article = _add_article(session, policy, row, msg, ticket, sender, dedupe_key)
     head = session.info.get(HEADS, {}).get(row.id)
     if head is not None:
@@ -630,6 +638,23 @@ def _open_ticket(
         article.id,
         changes=(TicketCreated(ticket.id, article.id, routed.actions.acknowledge is not False),),
     )
+
+
+def _writes_directly(session: Session) -> bool:
+    """Whether this transaction writes new tickets and articles by Core: where its events
+    are held for its end (a batch's optimistic pass), no ORM event refers to them."""
+    return session.info.get(DEFERRED) is not None
+
+
+def _write_opened(session: Session, ticket: Ticket, participants: list[Participant]) -> None:
+    """The ticket and its participants, by Core, then held by the session as loaded."""
+    insert_rows(session, [ticket])
+    for person in participants:
+        person.ticket_id = ticket.id
+    insert_rows(session, participants)
+    set_committed_value(ticket, "participants", participants)
+    set_committed_value(ticket, "events", [])
+    hold(session, [ticket, *participants])
 
 
 def _recipients(msg: ParsedMessage, envelope: dict[str, Any]) -> list[str]:
@@ -706,6 +731,7 @@ def _add_copied(
     msg: ParsedMessage,
     sender: Address,
     known: set[str],
+    direct: list[Participant] | None = None,
 ) -> None:
     """The new people on To and Cc join the ticket: agents always, watchers up to
     `max_new_watchers` per mail. The others (and addresses we cannot store or answer)
@@ -722,7 +748,7 @@ def _add_copied(
         elif role is ParticipantRole.WATCHER and added >= policy.max_new_watchers:
             left_out.append((address, "watcher_cap"))
         else:
-            _add_participant(session, ticket, address, role, policy)
+            _add_participant(session, ticket, address, role, policy, direct)
             known.add(address.email)
             added += role is ParticipantRole.WATCHER
     _record_left_out(session, ticket, sender, left_out)
@@ -753,8 +779,15 @@ def _add_participant(
     address: Address,
     role: ParticipantRole,
     policy: MailPolicy,
+    direct: list[Participant] | None = None,
 ) -> None:
-    session.add(Participant(ticket=ticket, email=address.email, name=address.name[:300], role=role))
+    """`direct`: the participants of a ticket being opened by Core, collected there."""
+    person = Participant(email=address.email, name=address.name[:300], role=role)
+    if direct is None:
+        person.ticket = ticket
+        session.add(person)
+    else:
+        direct.append(person)
     if role is not ParticipantRole.REQUESTER:
         record(session, ticket, "participant", address.email, field=role.value, new=address.email)
 
@@ -768,8 +801,8 @@ def _add_article(
     sender: Address,
     dedupe_key: str,
 ) -> Article:
+    direct = _writes_directly(session)
     article = Article(
-        ticket=ticket,
         kind=ArticleKind.INBOUND,
         message_id=bounded_id(msg.message_id),
         content_digest=msg.content_digest,
@@ -786,23 +819,43 @@ def _add_article(
         author=sender.email if policy.is_agent(sender.email) else None,
     )
     blobs = BlobStore(policy.attachments_dir)
-    for item in msg.attachments:
-        article.attachments.append(
-            AttachmentFile(
-                sha256=blobs.put(item.payload),
-                filename=item.filename[:255],
-                content_type=item.content_type[:255],
-                size=item.size,
-                inline=item.inline,
-                content_id=(item.content_id or "")[:998] or None,
-            )
+    files = [
+        AttachmentFile(
+            sha256=blobs.put(item.payload),
+            filename=item.filename[:255],
+            content_type=item.content_type[:255],
+            size=item.size,
+            inline=item.inline,
+            content_id=(item.content_id or "")[:998] or None,
         )
-    session.add(article)
-    session.flush()
+        for item in msg.attachments
+    ]
+    if direct:
+        _write_article(session, ticket, article, files)
+    else:
+        article.ticket = ticket
+        article.attachments.extend(files)
+        session.add(article)
+        session.flush()
     # Held until the transaction ends: the identity map keeps objects weakly, and the
     # notifiers read this article by id right after (no SELECT of what was just written).
     session.info.setdefault(WRITTEN, []).append(article)
     return article
+
+
+def _write_article(
+    session: Session, ticket: Ticket, article: Article, files: list[AttachmentFile]
+) -> None:
+    """The article and its attachments, by Core, then held by the session as loaded."""
+    article.ticket_id = ticket.id
+    insert_rows(session, [article])
+    for file in files:
+        file.article_id = article.id
+    insert_rows(session, files)
+    set_committed_value(article, "attachments", files)
+    hold(session, [article, *files])
+    if "articles" in ticket.__dict__:  # a list read before: read again when next wanted
+        session.expire(ticket, ["articles"])
 
 
 def opening_head(session: Session, ticket: Ticket) -> bytes | None:

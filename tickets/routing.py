@@ -17,6 +17,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
 
 from sqlalchemy.orm import Session
 
@@ -135,10 +136,23 @@ def urgent_rule() -> Rule:
     )
 
 
+class _Combining(dict[int, int | None]):
+    """A `str.translate` table that drops combining marks, filled as characters are met:
+    the text is walked in C, not one Python call per character."""
+
+    def __missing__(self, code: int) -> int | None:
+        kept = None if unicodedata.combining(chr(code)) else code
+        self[code] = kept
+        return kept
+
+
+_STRIP_MARKS = _Combining()
+
+
 def fold(text: str) -> str:
     """Lower case without accents: "Sangrádo" → "sangrado"."""
     decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
+    return decomposed if decomposed.isascii() else decomposed.translate(_STRIP_MARKS)
 
 
 def compile_words(words: Iterable[str]) -> tuple[str, ...]:
@@ -146,7 +160,16 @@ def compile_words(words: Iterable[str]) -> tuple[str, ...]:
 
 
 def _has_words(words: tuple[str, ...], searchable: str) -> bool:
-    return any(re.search(_phrase(w), searchable) for w in words)
+    return any(
+        first in searchable and pattern.search(searchable) for first, pattern in _patterns(words)
+    )
+
+
+@lru_cache(maxsize=256)
+def _patterns(words: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """Each word's pattern, compiled once, after its first word: a plain substring test
+    (in C) rules out most of them before a pattern is tried."""
+    return tuple(((w.split() or [""])[0], re.compile(_phrase(w))) for w in words)
 
 
 def _phrase(word: str) -> str:
