@@ -152,6 +152,8 @@ def _starts_history(stripped: list[str], index: int) -> bool:
 
 
 def _quote_intro(lines: list[str], stripped: list[str]) -> int | None:
+    if not any(_quoted(line) for line in lines):
+        return None  # an introduction is followed by quoted lines: most mails have none
     return next(
         (
             index
