@@ -23,7 +23,7 @@ _LIBRARY_HEADERS = EmailMessage(text="", languages=list(LANGUAGES)).HEADER_REGEX
 # What each of its patterns (languages "es" and "en") must contain, lower-cased: an
 # attribution's closing word, a header label with its colon, or the separator's words.
 _LIBRARY_NEEDLES = (
-    *("escribió:", "wrote:", "original message"),
+    *("wrote:", "original message"),
     *("de:", "enviado:", "para:", "asunto:", "fecha:", "cc:", "organización:"),
     *("from:", "sent:", "to:", "subject:", "date:", "organization:"),
 )
@@ -132,7 +132,11 @@ def _may_hold_library_header(text: str) -> bool:
     if any(letter in text for letter in _FOLD_SPECIAL):
         return True
     lowered = text.lower()
-    return any(needle in lowered for needle in _LIBRARY_NEEDLES)
+    # Its Spanish attribution forbids, by a look-ahead, the very line it would match
+    # unless that line starts with ">": without such a line it needs no running.
+    quote_line = lowered.startswith(">") or "\n>" in lowered
+    spanish = quote_line and "escribió:" in lowered
+    return spanish or any(needle in lowered for needle in _LIBRARY_NEEDLES)
 
 
 def _own_header(stripped: list[str]) -> int | None:

@@ -336,6 +336,9 @@ def test_forwarded_header_block_at_the_top_is_not_history() -> None:
         # Letters that case-insensitive matching folds onto "s" and "i"
         "Ok.\n\nſent: Monday\nſubject: hi",
         "Ok.\n\n-----ORİGİNAL MESSAGE-----\nold",
+        # Quoted twice: one ">" survives the stripping, and only then its Spanish pattern
+        "Vale.\n\n> > El lun, 3 mar 2025, Ana <ana@example.es>  escribió:",
+        "Vale.\n\n> > El lun, 3 mar 2025, Ana <ana@example.es>  ESCRIBIÓ:",
         "Ok.\n\n-----Orıgınal Message-----\nold",
     ],
 )
@@ -345,7 +348,14 @@ def test_the_quick_check_never_skips_text_the_library_patterns_match(text: str) 
     assert _may_hold_library_header("\n".join(stripped))
 
 
-def test_the_quick_check_skips_text_without_any_header_words() -> None:
-    text = "Hola, necesito cambiar la cita del jueves.\nGracias, Ana"
-    assert not _LIBRARY_HEADERS.search(text)
-    assert not _may_hold_library_header(text)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hola, necesito cambiar la cita del jueves.\nGracias, Ana",
+        "Vale.\n\nEl lun, 3 mar 2025, Ana <ana@example.es>  escribió:\nhola",
+    ],
+)
+def test_the_quick_check_skips_text_the_library_patterns_cannot_match(text: str) -> None:
+    stripped = "\n".join(_stripped(text.split("\n")))
+    assert not _LIBRARY_HEADERS.search(stripped)
+    assert not _may_hold_library_header(stripped)
