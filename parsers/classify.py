@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
+from functools import cached_property
 
 from parsers import dsn
 from parsers.headers import first_value, one_line, raw_values
@@ -85,39 +86,48 @@ _LIST_HEADERS = (
 _BOUNCE_REPORT_TYPES = frozenset({"delivery-status", "global-delivery-status", "feedback-report"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass
 class Evidence:
-    """What the rules read, computed once per message."""
+    """What the rules read, each piece computed at most once per message and only when a
+    rule asks: most mails are people's, and scanning their text for failure wording is the
+    costliest test here."""
 
     msg: Message
     subject: str
     text: str
+    _headers: dict[str, str] = field(default_factory=dict)
 
     def header(self, name: str) -> str:
-        return one_line(first_value(self.msg, name)).lower()
+        if name not in self._headers:
+            self._headers[name] = one_line(first_value(self.msg, name)).lower()
+        return self._headers[name]
 
     def has(self, name: str) -> bool:
         return bool(raw_values(self.msg, name))
 
-    @property
+    @cached_property
+    def delivery_report(self) -> bool:
+        return dsn.is_delivery_report(self.msg)
+
+    @cached_property
     def bounce_subject(self) -> bool:
         return bool(_BOUNCE_SUBJECT.search(self.subject))
 
-    @property
+    @cached_property
     def failure_text(self) -> bool:
         return bool(_DSN_BODY.search(self.text[:_BODY_SCAN_CHARS]))
 
-    @property
+    @cached_property
     def dsn_like(self) -> bool:
         """A delivery-failure report, even when it is not a well-formed RFC 3464 one."""
         return (
-            dsn.is_delivery_report(self.msg)
+            self.delivery_report
             or self.has("x-failed-recipients")
             or self.bounce_subject
             or (self.failure_text and dsn.has_original_message(self.msg))
         )
 
-    @property
+    @cached_property
     def automatic_headers(self) -> bool:
         precedence = self.header("precedence")
         return precedence in ("bulk", "junk", "list") or auto_submitted_token(self) not in (
@@ -156,8 +166,12 @@ def _challenge(e: Evidence) -> Verdict | None:
         return MailKind.AUTO_REPLY, "challenge/response sender verification (service headers)"
     if _CHALLENGE_SUBJECT.search(e.subject):
         return MailKind.AUTO_REPLY, "challenge/response sender verification (subject)"
-    text = _CHALLENGE_TEXT.search(e.text[:_BODY_SCAN_CHARS])
-    if text and _machine_sent(e) and not _specific_failures(e):
+    # The headers first: they are cheaper to read than the text is to scan.
+    if (
+        _machine_sent(e)
+        and _CHALLENGE_TEXT.search(e.text[:_BODY_SCAN_CHARS])
+        and not _specific_failures(e)
+    ):
         return MailKind.AUTO_REPLY, "challenge/response sender verification (text)"
     return None
 
@@ -170,7 +184,7 @@ def _specific_failures(e: Evidence) -> bool:
 
 def _machine_sent(e: Evidence) -> bool:
     null_return_path = e.header("return-path").replace(" ", "") == "<>"
-    return null_return_path or e.automatic_headers or dsn.is_delivery_report(e.msg)
+    return null_return_path or e.automatic_headers or e.delivery_report
 
 
 def _report(e: Evidence) -> Verdict | None:
@@ -181,7 +195,7 @@ def _report(e: Evidence) -> Verdict | None:
         if report_type in _BOUNCE_REPORT_TYPES or not report_type:
             return MailKind.BOUNCE, f"multipart/report; report-type={report_type or 'missing'}"
         return MailKind.AUTO_REPLY, f"multipart/report; report-type={report_type}"
-    if dsn.is_delivery_report(e.msg):
+    if e.delivery_report:
         return MailKind.BOUNCE, "message/delivery-status part"
     return None
 
@@ -209,10 +223,10 @@ def _daemon_sender(e: Evidence) -> Verdict | None:
 def _postmaster_sender(e: Evidence) -> Verdict | None:
     """postmaster@ is a person's mailbox (RFC 5321): a bounce only with a failure report."""
     local, display = _local_part_and_name(e.header("from"))
-    is_postmaster = local in _POSTMASTER_LOCAL_PARTS or display in _POSTMASTER_LOCAL_PARTS
+    if local not in _POSTMASTER_LOCAL_PARTS and display not in _POSTMASTER_LOCAL_PARTS:
+        return None
     # An empty body is no person's message either (a broken MIME report leaves none).
-    report = e.dsn_like or e.failure_text or not e.text.strip()
-    if is_postmaster and report:
+    if e.dsn_like or e.failure_text or not e.text.strip():
         return MailKind.BOUNCE, f"From: {local or display} with a delivery-failure report"
     return None
 

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from email.message import Message
 from email.parser import BytesHeaderParser
 from email.utils import parsedate_to_datetime
+from typing import Any
+from weakref import WeakKeyDictionary
 
 from parsers.charsets import codec_name, decode_words, header_text
 from parsers.message import Address
@@ -15,6 +17,9 @@ _BRACKETED_ID = re.compile(r"<\s*([^<>\s]+)\s*>")
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 HEADER_LIMIT = 256 * 1024  # header blocks longer than this are read up to here
 _HINT_MAX_PARTS = 200
+_INDEXES: WeakKeyDictionary[Message, tuple[list[tuple[str, Any]], dict[str, list[str]]]] = (
+    WeakKeyDictionary()
+)
 _ANGLE_ADDRESS = re.compile(r"<\s*([^<>\s]+)\s*>")
 _SENDER_HEADERS = ("from", "reply-to", "sender", "return-path")
 _WHITESPACE = re.compile(r"\s+")
@@ -28,12 +33,26 @@ def raw_values(msg: Message, name: str, hint: str | None = None) -> list[str]:
     `raw_items()` bypasses the compat32 fetch policy, which would hand back `Header`
     objects for 8-bit values.
     """
-    wanted = name.lower()
-    values = [str(value) for key, value in msg.raw_items() if key.lower() == wanted]
+    values = _by_name(msg).get(name.lower(), [])
     if all(value.isascii() for value in values):
         return values
     hint = hint or charset_hint(msg)
     return [header_text(value, hint) for value in values]
+
+
+def _by_name(msg: Message) -> dict[str, list[str]]:
+    """The message's header values by lower-cased name. Parsing reads some fifty header
+    values per mail: indexing the header block once beats scanning it each time. The index
+    is kept while the header block is the same list of the same items."""
+    items = list(msg.raw_items())
+    cached = _INDEXES.get(msg)
+    if cached is not None and cached[0] == items:
+        return cached[1]
+    index: dict[str, list[str]] = {}
+    for key, value in items:
+        index.setdefault(key.lower(), []).append(str(value))
+    _INDEXES[msg] = (items, index)
+    return index
 
 
 def charset_hint(msg: Message) -> str | None:

@@ -9,6 +9,7 @@ from email.generator import BytesGenerator
 from email.message import Message
 from email.utils import collapse_rfc2231_value
 from io import BytesIO
+from weakref import WeakKeyDictionary
 
 from parsers.charsets import decode_bytes, decode_words
 from parsers.filenames import sanitise_filename
@@ -21,6 +22,7 @@ _RAW_PARAM = {
     for param in ("filename", "name")
 }
 _ENCAPSULATED = frozenset({"message/rfc822", "message/global"})
+_SERIALISED: WeakKeyDictionary[Message, bytes] = WeakKeyDictionary()
 
 
 @dataclass
@@ -138,7 +140,12 @@ def _is_body_text(part: Message, ctype: str) -> bool:
 def part_bytes(part: Message) -> bytes:
     """The decoded payload of a leaf, or the serialised content of a container part."""
     if part.is_multipart():
-        return _serialise_children(part)
+        # A delivery-status part is read twice (as an attachment, then for its failures),
+        # and the generator is the slowest step of a bounce's parse: serialise it once.
+        serialised = _SERIALISED.get(part)
+        if serialised is None:
+            serialised = _SERIALISED[part] = _serialise_children(part)
+        return serialised
     payload = part.get_payload(decode=True)
     return payload if isinstance(payload, bytes) else b""
 

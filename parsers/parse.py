@@ -77,7 +77,7 @@ def _as_bytes(raw: object, defects: list[str]) -> bytes:
 
 
 def _parse(raw: bytes, defects: list[str], limits: Limits, spam: SpamRules) -> ParsedMessage:
-    if not raw.strip():
+    if not raw or raw.isspace():  # as `not raw.strip()`, without copying the mail
         defects.append("empty input")
     msg = _read_message(_within_part_limit(raw, limits, defects), defects)
     content = walk(msg, limits)

@@ -101,6 +101,9 @@ def _dmarc(msg: Message, rules: SpamRules) -> str | None:
 
 
 def _dmarc_failed(value: str) -> bool:
+    lowered = value.lower()
+    if "dmarc" not in lowered or "fail" not in lowered:
+        return False  # authres takes a millisecond a header: most never name a DMARC failure
     import authres  # here: only mail with an Authentication-Results header needs it
 
     try:

@@ -13,6 +13,7 @@ import pytest
 from parsers import Address, MailKind, ParsedMessage, parse
 from parsers.charsets import decode_bytes, decode_words
 from parsers.filenames import MAX_FILENAME_BYTES, sanitise_filename
+from parsers.language import guess_language
 
 MAILS = Path(__file__).parent / "mails" / "parsers"
 
@@ -488,3 +489,20 @@ def test_digest_covers_attachment_bytes() -> None:
 def test_digest_is_sha256_hex() -> None:
     digest = parse(mail()).content_digest
     assert len(digest) == len(hashlib.sha256().hexdigest()) and int(digest, 16) >= 0
+
+
+_SPANISH_MARKERS = "hola gracias saludos estimada atentamente adjunto quisiera necesito tengo"
+_ENGLISH_MARKERS = "hello hi thanks please regards dear the and would could attached appointment"
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        *((word.upper(), "es") for word in [*_SPANISH_MARKERS.split(), "problema", "cita"]),
+        *(("Por favor", "es"), ("Buenos días", "es"), ("Buenas tardes", "es"), ("¿Y?", "es")),
+        *((word.title(), "en") for word in [*_ENGLISH_MARKERS.split(), "problem"]),
+        *(("Thank you", "en"), ("I am", "en"), ("I'm", "en")),
+    ],
+)
+def test_every_marker_word_counts_in_any_case(text: str, language: str) -> None:
+    assert guess_language("", f"{text}.") == language

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from parsers import parse
-from parsers.reply import strip_reply
+from parsers.reply import (
+    _LIBRARY_HEADERS,
+    _may_hold_library_header,
+    _stripped,
+    strip_reply,
+)
 
 MAILS = Path(__file__).parent / "mails" / "parsers"
 
@@ -319,3 +324,38 @@ def test_forwarded_header_block_at_the_top_is_not_history() -> None:
         "Asunto: Turno\n\nSu turno es el jueves.\n"
     )
     assert "Su turno es el jueves." in strip_reply(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Ok.\n\nON MONDAY, BOB <bob@example.com> WROTE:\n> hi",
+        "Vale.\n\nDe: Ana\nPara: soporte\nAsunto: cita",
+        "Ok.\n\nFROM: Bob\nSENT: Monday\nTO: support",
+        "Ok.\n\n-----ORIGINAL MESSAGE-----\nold",
+        # Letters that case-insensitive matching folds onto "s" and "i"
+        "Ok.\n\nſent: Monday\nſubject: hi",
+        "Ok.\n\n-----ORİGİNAL MESSAGE-----\nold",
+        # Quoted twice: one ">" survives the stripping, and only then its Spanish pattern
+        "Vale.\n\n> > El lun, 3 mar 2025, Ana <ana@example.es>  escribió:",
+        "Vale.\n\n> > El lun, 3 mar 2025, Ana <ana@example.es>  ESCRIBIÓ:",
+        "Ok.\n\n-----Orıgınal Message-----\nold",
+    ],
+)
+def test_the_quick_check_never_skips_text_the_library_patterns_match(text: str) -> None:
+    stripped = _stripped(text.split("\n"))
+    assert _LIBRARY_HEADERS.search("\n".join(stripped))
+    assert _may_hold_library_header("\n".join(stripped))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Hola, necesito cambiar la cita del jueves.\nGracias, Ana",
+        "Vale.\n\nEl lun, 3 mar 2025, Ana <ana@example.es>  escribió:\nhola",
+    ],
+)
+def test_the_quick_check_skips_text_the_library_patterns_cannot_match(text: str) -> None:
+    stripped = "\n".join(_stripped(text.split("\n")))
+    assert not _LIBRARY_HEADERS.search(stripped)
+    assert not _may_hold_library_header(stripped)
