@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from parsers.headers import header_thread_ids
 from tickets.errors import describe
 from tickets.models import RawMessage, RawState, utcnow
 
@@ -72,6 +71,10 @@ def add_raw(
 ) -> list[int]:
     """Add messages to the session's transaction (committed by the caller); their row ids.
     The bytes may be a bytearray: they are hashed and bound as they are, never copied."""
+    # Here, not at the top: the read-only commands that import this module (`buzon tickets
+    # list`) must not load the parsers' stack.
+    from parsers.headers import header_thread_ids
+
     rows = [
         RawMessage(
             source=source,
