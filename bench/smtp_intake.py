@@ -74,6 +74,7 @@ def serve_intake_only(port: int, data_dir: str) -> None:
     """buzón's listener and durable acceptance alone: processing deferred (no worker)."""
     sys.path.insert(0, str(ROOT))
     from daemon.config import load_settings
+    from daemon.supervisor import run_loop
     from daemon.wiring import App
 
     settings = load_settings(
@@ -92,7 +93,7 @@ def serve_intake_only(port: int, data_dir: str) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await listener.run(stop)
 
-    asyncio.run(main())
+    run_loop(main())  # the serving commands' loop (uvloop when installed)
 
 
 # --- the load -----------------------------------------------------------------------------

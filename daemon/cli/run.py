@@ -6,7 +6,6 @@ endpoint, and serves until SIGTERM; a configuration error found while building t
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
@@ -16,7 +15,7 @@ from pydantic import ValidationError
 
 from daemon.cli.common import EX_CONFIG, EX_TEMPFAIL, fail, with_service_app
 from daemon.config import ConfigError, SmtpConfig
-from daemon.supervisor import Component, serve
+from daemon.supervisor import Component, run_loop, serve
 from daemon.wiring import App
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,7 +37,7 @@ def serve_until_stopped(build: Callable[[], dict[str, Component]]) -> NoReturn:
         runners = build()
     except ConfigError as exc:
         fail(str(exc), EX_CONFIG)
-    sys.exit(asyncio.run(serve(runners)))
+    sys.exit(run_loop(serve(runners)))
 
 
 @click.command("run")

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,13 @@ REPLY_TOO_MANY_FROM_IP = "421 4.7.0 Too many connections from your address, try 
 # aiosmtpd's wording; the size reply is translated (TRANSLATED_REPLIES) when pushed.
 REPLY_LINE_TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"
 REPLY_DATA_TOO_MUCH = "552 Error: Too much mail data"
+
+# The path nearly every client sends: <local@domain> in dot-atoms, then any parameters
+# after spaces (which aiosmtpd's parser drops, as it drops any whitespace or comment).
+_PLAIN_PATH = re.compile(
+    r"<([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?: +([^ \t(].*))?$"
+)
 
 # aiosmtpd's WARNING lines that repeat what a client sent (an unknown command, a bad AUTH
 # or PROXY line): a client could fill the log at will. They go to DEBUG.
@@ -103,6 +111,19 @@ class _IntakeProtocol(SMTP):
     def in_transaction(self) -> bool:
         """Between MAIL FROM and the answer to DATA (aiosmtpd resets the envelope then)."""
         return self.envelope is not None and bool(self.envelope.mail_from)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The address of MAIL FROM / RCPT TO and what follows it. aiosmtpd parses it with
+        the email package's header parser (~17 µs, twice a mail: a sixth of the listener's
+        event-loop samples in a burst); a plain path is read by one regex instead, and anything else
+        still goes to aiosmtpd's parser, so every answer is the one it would give."""
+        plain = _PLAIN_PATH.match(arg)
+        if plain is None:
+            return super()._getaddr(arg)
+        address = plain[1]
+        if self.local_part_limit and address.index("@") > self.local_part_limit:
+            return None, None
+        return address, plain[2] or ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
