@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -230,7 +231,6 @@ def test_buzon_imap_hands_its_batches_to_the_worker_processes(
              for n in range(60)]  # fmt: skip
     mails.insert(30, mail("Otro <otro@clinica.example>", "Adjunto", "Hola",
                           attachments=[("a.pdf", "application/pdf", b"%PDF")]))  # fmt: skip
-    dovecot.append_many(mails)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "attachments").write_text("not a directory")  # its store fails
     db = tmp_path / "buzon.db"
@@ -254,6 +254,11 @@ def test_buzon_imap_hands_its_batches_to_the_worker_processes(
         return dovecot.uids() == []
 
     try:
+        # The mail arrives once both workers are up: until then the poller processes its
+        # batches itself, and this test is about the hand-over.
+        wait_for(lambda: log.read_text().count("ingest worker process ready") == 2, 60,
+                 "two worker processes ready")  # fmt: skip
+        dovecot.append_many(mails)
         wait_for(emptied, 120, "an empty INBOX")
         assert len(dovecot.uids("Processed")) == 60 and len(dovecot.uids("Errors")) == 1
         states = dict(sqlite_rows(db, "SELECT state, count(*) FROM raw_messages GROUP BY 1"))
@@ -261,7 +266,11 @@ def test_buzon_imap_hands_its_batches_to_the_worker_processes(
         assert sqlite_rows(db, "SELECT count(*) FROM tickets") == [(60,)]
         wait_for(lambda: sqlite_rows(db, "SELECT last_uid FROM imap_mailboxes") == [(61,)],
                  10, "last_uid 61")  # fmt: skip
-        assert "started 2 ingest worker process(es)" in log.read_text()
+        # Processed by the workers (each claims under its own instance name), not the poller.
+        by = "SELECT DISTINCT claimed_by FROM raw_messages WHERE state = 'processed'"
+        claimers = sqlite_rows(db, by)
+        assert claimers and all(c and c != f"{socket.gethostname()}:{proc.pid}"
+                                for (c,) in claimers), claimers  # fmt: skip
     finally:
         proc.terminate()
         assert proc.wait(40) == 0, log.read_text()[-3000:]
