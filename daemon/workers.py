@@ -65,7 +65,7 @@ WAKE, STOP, CLOSED = b"w", b"s", b"c"
 HEARTBEAT_SECONDS = 1.0
 BACKOFF_MIN, BACKOFF_MAX = 0.5, 30.0
 STEADY_SECONDS = 30.0  # a worker that ran this long resets its backoff
-KILL_GRACE = 3.0  # after the drain's bound: SIGTERM, then this long before SIGKILL
+KILL_GRACE = 3.0  # a worker not yet given its drain: SIGTERM, then this long before SIGKILL
 # What the pool runs in each child: target(*args, index, channel); it exits
 # with the worker's code (EX_CONFIG: a configuration error, not restarted).
 Target = Callable[..., None]
@@ -186,7 +186,10 @@ class WorkerPool:
             # the margin of a pass that ends late (within the supervisor's stop timeout).
             end = time.monotonic() + self.drain_seconds + 2.0
             await self._stop_workers(end)
-            self._kill_all()
+            # Past the drain's bound a worker still running is stuck (on a store that does
+            # not answer): its own SIGTERM handler would only ask it to stop, as STOP did.
+            # Killed now; its transaction rolls back and its claims go back to the queue.
+            self._kill_all(grace=0.0)
             await self._finish(max(1.0, end - time.monotonic()))
         finally:
             self._kill_all()
@@ -326,13 +329,13 @@ class WorkerPool:
         if handled:
             log.info("processed %d message(s) the worker processes left", handled)
 
-    def _kill_all(self) -> None:
+    def _kill_all(self, grace: float = KILL_GRACE) -> None:
         """Whatever happened above: no worker outlives this component."""
         running = [w.process for w in self.workers if w.process is not None]
         for process in running:
             if process.is_alive():
                 process.terminate()
-        deadline = time.monotonic() + KILL_GRACE
+        deadline = time.monotonic() + grace
         for process in running:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
