@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -72,6 +73,32 @@ def greeting(port: int) -> bytes:
             return sock.makefile("rb").readline()
     except OSError:
         return b""
+
+
+def wait_for_greeting(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until the process on `port` greets with 220; fails if it exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    while not greeting(port).startswith(b"220"):
+        assert proc.poll() is None, f"exited with {proc.returncode} before greeting"
+        assert time.monotonic() < deadline, f"no greeting within {timeout:g} s"
+        time.sleep(0.05)
+
+
+def vm_hwm(pid: int) -> int:
+    """The process's peak resident set (VmHWM), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def block_attachment_store(app: App) -> Path:
+    """A file where the attachment store's directory should be: storing any attachment
+    fails (a mail's own failure). Unlink the returned path to mend it."""
+    blocker = app.settings.attachments_dir
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a directory")
+    return blocker
 
 
 # --- apps -------------------------------------------------------------------------------------

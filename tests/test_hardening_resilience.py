@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from daemon.wiring import App
 from tests.fixtures.smtp_listener import SmtpServer, serve_smtp
 from tests.fixtures.tcp_proxy import TcpProxy
-from tests.helpers import free_port, greeting, make_app
+from tests.helpers import free_port, greeting, make_app, vm_hwm, wait_for_greeting
 from tests.mailbuilder import mail
 from tickets.models import Article, RawMessage
 
@@ -438,13 +438,6 @@ def big_mail(n: int, size: int) -> bytes:
     return msg.as_bytes(policy=email.policy.SMTP)
 
 
-def vm_hwm_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 @pytest.mark.slow
 def test_six_concurrent_24mb_mails_keep_the_listener_peak_rss_bounded(tmp_path: Path) -> None:
     port = free_port()
@@ -462,15 +455,12 @@ def test_six_concurrent_24mb_mails_keep_the_listener_peak_rss_bounded(tmp_path: 
         stderr=log,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not greeting(port).startswith(b"220"):
-            assert proc.poll() is None and time.monotonic() < deadline, "listener did not start"
-            time.sleep(0.05)
+        wait_for_greeting(port, proc, 30)
         mails = [big_mail(n, 24_000_000) for n in range(6)]
-        start = vm_hwm_mb(proc.pid)
+        start = vm_hwm(proc.pid) / 2**20
         with ThreadPoolExecutor(6) as pool:
             codes = list(pool.map(lambda raw: send(port, raw, timeout=300), mails))
-        peak = vm_hwm_mb(proc.pid)
+        peak = vm_hwm(proc.pid) / 2**20
     finally:
         proc.terminate()
         proc.wait(30)

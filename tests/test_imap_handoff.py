@@ -19,7 +19,7 @@ from daemon.intake.imap_poller import ImapPoller
 from daemon.intake.ingest_worker import IngestWorker
 from daemon.wiring import App
 from tests.fixtures.dovecot import Dovecot, customer_mail, imap_app, running, wait_until
-from tests.helpers import count
+from tests.helpers import block_attachment_store, count
 from tests.mailbuilder import mail
 from tickets.models import ImapMailboxState, RawMessage, Ticket
 
@@ -114,9 +114,7 @@ def test_a_handed_over_mail_that_fails_goes_to_the_error_folder(
     tmp_path: Path, dovecot: Dovecot
 ) -> None:
     app = imap_app(tmp_path, dovecot, after_ingest="move")
-    blocker = app.settings.attachments_dir
-    blocker.parent.mkdir(parents=True, exist_ok=True)
-    blocker.write_text("not a directory")  # storing the attachment will fail
+    block_attachment_store(app)  # storing the attachment will fail
     dovecot.append(customer_mail(1, attachments=[("a.pdf", "application/pdf", b"%PDF")]))
     dovecot.append(customer_mail(2))
     poller = handing_over(app)

@@ -22,7 +22,7 @@ from tests.fixtures.dovecot import (
     running,
     wait_until,
 )
-from tests.helpers import count
+from tests.helpers import block_attachment_store, count
 from tickets.inbox import accept
 from tickets.ingest import process
 from tickets.models import Article, ImapMailboxState, RawMessage, Ticket
@@ -228,9 +228,7 @@ def test_a_message_that_fails_to_ingest_goes_to_the_error_folder(
     tmp_path: Path, dovecot: Dovecot
 ) -> None:
     app = imap_app(tmp_path, dovecot, after_ingest="move")
-    blocker = app.settings.attachments_dir
-    blocker.parent.mkdir(parents=True, exist_ok=True)
-    blocker.write_text("not a directory")  # storing the attachment will fail
+    block_attachment_store(app)  # storing the attachment will fail
     dovecot.append(customer_mail(1, attachments=[("a.pdf", "application/pdf", b"%PDF")]))
     dovecot.append(customer_mail(2))
     with running(poller(app)):
@@ -245,8 +243,7 @@ def test_without_an_error_folder_a_failing_message_is_flagged(
     tmp_path: Path, dovecot: Dovecot
 ) -> None:
     app = imap_app(tmp_path, dovecot, error_folder="")
-    app.settings.attachments_dir.parent.mkdir(parents=True, exist_ok=True)
-    app.settings.attachments_dir.write_text("x")
+    block_attachment_store(app)
     dovecot.append(customer_mail(1, attachments=[("a.txt", "text/plain", b"1")]))
     with running(poller(app)):
         wait_for(lambda: b"\\Flagged" in dovecot.flags().get(1, ()), "the flag")
@@ -281,7 +278,12 @@ def test_mailbox_status_reports_progress_and_the_lease(tmp_path: Path, dovecot: 
     dovecot.append(customer_mail(1))
     app = imap_app(tmp_path, dovecot)
     with running(poller(app)):
+        # The ticket commits before the poller records the UID as settled: wait for both.
         wait_for(lambda: count(app, Ticket) == 1, "the ticket")
+        wait_for(
+            lambda: mailbox_status(app.sessions, app.settings.imap.mailboxes)[0]["last_uid"] == 1,
+            "the UID settled",
+        )
         (status,) = mailbox_status(app.sessions, app.settings.imap.mailboxes)
         assert status["lease_holder"] == "poller-a"
     assert status["last_uid"] == 1 and status["uidvalidity"]

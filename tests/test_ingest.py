@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from daemon.wiring import App
 from parsers.thread_keys import make_message_id, plus_address, subject_tag
-from tests.helpers import count, make_app
+from tests.helpers import block_attachment_store, count, make_app
 from tests.mailbuilder import mail, message_id, quote
 from tickets.inbox import accept, claim_pending, reset_for_reprocess
 from tickets.ingest import Outcome, process
@@ -308,9 +308,7 @@ def test_mail_from_our_own_address_is_ignored(app: App) -> None:
 
 
 def test_failure_keeps_the_raw_message_and_reprocess_recovers(app: App) -> None:
-    blocker = app.settings.attachments_dir
-    blocker.parent.mkdir(parents=True, exist_ok=True)
-    blocker.write_text("not a directory")  # storing the attachment will fail
+    blocker = block_attachment_store(app)  # storing the attachment will fail
     raw = mail(ANA, "Con adjunto", "ver", attachments=[("a.pdf", "application/pdf", b"%PDF")])
     outcome = ingest(app, raw)
     assert outcome.state == "failed" and "Error" in (outcome.reason or "")
@@ -324,8 +322,7 @@ def test_failure_keeps_the_raw_message_and_reprocess_recovers(app: App) -> None:
 
 
 def test_repeated_failure_quarantines(app: App) -> None:
-    app.settings.attachments_dir.parent.mkdir(parents=True, exist_ok=True)
-    app.settings.attachments_dir.write_text("x")
+    block_attachment_store(app)
     raw_id = accept(
         app.sessions, mail(ANA, "a", "b", attachments=[("a", "text/plain", b"1")]), "pipe"
     )

@@ -15,18 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from tests.helpers import free_port, greeting
+from tests.helpers import free_port, vm_hwm, wait_for_greeting
 from tests.mailbuilder import big_mail, mail
 
 ROOT = Path(__file__).resolve().parents[1]
 SUPPORT = "soporte@soporte.example"
-
-
-def vm_hwm(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 def send_and_wait(port: int, raw: bytes, db: Path, done: int) -> None:
@@ -60,10 +53,7 @@ def test_the_listener_holds_a_25_mb_mail_under_4_times_its_size(tmp_path: Path) 
             stderr=log,
         )
     try:
-        deadline = time.monotonic() + 60
-        while not greeting(port).startswith(b"220"):
-            assert proc.poll() is None and time.monotonic() < deadline, "no greeting"
-            time.sleep(0.1)
+        wait_for_greeting(port, proc, 60)
         send_and_wait(port, mail("Ana <ana@cliente.example>", "Consulta", "Hola."), db, 1)
         idle = vm_hwm(proc.pid)
         send_and_wait(port, raw, db, 2)
