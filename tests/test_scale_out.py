@@ -118,14 +118,17 @@ def test_the_survivors_finish_what_a_killed_instance_had_claimed(
         senders = Senders([one.port for one in group], mails, threads=6)
         senders.start()
         senders.wait_acked(total // 3)
+
+        def in_hand() -> set[int]:
+            query = "SELECT id FROM raw_messages WHERE state = 'processing' AND claimed_by = :n"
+            return {row[0] for row in db.rows(query, n=victim.name)}
+
+        # Killed while it holds claims (its batches take milliseconds: look, then kill).
+        deadline = time.monotonic() + 60
+        while not in_hand() and time.monotonic() < deadline:
+            time.sleep(0.005)
         victim.kill()
-        orphans = {
-            row[0]
-            for row in db.rows(
-                "SELECT id FROM raw_messages WHERE state = 'processing' AND claimed_by = :n",
-                n=victim.name,
-            )
-        }
+        orphans = in_hand()
         senders.join()
         db.wait_processed(60)  # the survivors re-claim after stale_claim_seconds = 10
         assert_clean_logs(group[1:])
